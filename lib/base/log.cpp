@@ -1,0 +1,44 @@
+// The runtime's async logger (see log.hpp for why it is async).
+#include "base/log.hpp"
+
+#include <spdlog/async.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include <mutex>
+
+namespace uhmm::log {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> make_logger() {
+    // A private thread pool, so that the host program's own use of spdlog
+    // (with its default pool) is never disturbed by ours.
+    static auto pool = std::make_shared<spdlog::details::thread_pool>(8192, 1);
+    auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    auto logger = std::make_shared<spdlog::async_logger>(
+        "uhmm", std::move(sink), pool, spdlog::async_overflow_policy::overrun_oldest);
+    logger->set_pattern("uhmm: %l: %v");
+    logger->set_level(spdlog::level::warn);
+    logger->flush_on(spdlog::level::err);
+    return logger;
+}
+
+}  // namespace
+
+spdlog::logger& get() {
+    static std::shared_ptr<spdlog::logger> logger = make_logger();
+    return *logger;
+}
+
+bool set_level(std::string_view name) {
+    const auto level = spdlog::level::from_str(std::string(name));
+    // from_str answers "off" for anything it does not know; accept "off" only
+    // when it was asked for.
+    if (level == spdlog::level::off && name != "off") return false;
+    get().set_level(level);
+    return true;
+}
+
+void flush() { get().flush(); }
+
+}  // namespace uhmm::log

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: install what is missing, build, and run a real program under
+# the runtime with a short report. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+scripts/build.sh build -Dbuildtype=release >/dev/null
+echo
+exec build/examples/uffd_demo "$@"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what is missing, build, and run every test:
+#   1. the plain build (every suite),
+#   2. an ASan+UBSan build (every suite),
+#   3. a TSan build (the 'concurrency' suite).
+# Idempotent; each build directory is reused. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+run_suite() {
+  local dir=$1; shift
+  echo "== tests: $dir $*"
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "$@"
+}
+
+scripts/build.sh build
+run_suite build
+
+scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_suite build-asan
+
+scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dbenchmarks=false
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_suite build-tsan --suite concurrency
+
+echo "== all test runs passed"
