@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-scripts/build.sh build -Dbuildtype=release >/dev/null
+scripts/build.sh build >/dev/null   # the same build directory as scripts/test.sh
 echo
 exec build/examples/uffd_demo "$@"

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -153,5 +154,22 @@ protected:
     uffd::Uffd& uffd_;
     Fill fill_;
 };
+
+// A userfaultfd with every default feature, its range registered in MISSING
+// mode, and a PatternHandler serving it through a running Monitor. Declare
+// the Mapping before it: the monitor stops (and unregisters) first.
+struct Served {
+    uffd::Uffd u;
+    PatternHandler h;
+    uffd::Monitor mon;
+    explicit Served(uffd::Uffd uf, unsigned threads = 1) : u(std::move(uf)), h(u), mon(u, h, {.threads = threads}) {}
+    bool start() { return !mon.start(); }
+};
+
+inline uffd::Uffd open_or_die() {
+    auto u = uffd::Uffd::open();
+    if (!u) std::abort();   // the binary skips (77) before any case when uffd is unavailable
+    return std::move(*u);
+}
 
 }  // namespace uhmm::test

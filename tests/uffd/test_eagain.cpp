@@ -5,6 +5,7 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <thread>
 
 #include "fixture.hpp"
@@ -71,7 +72,7 @@ public:
         return PatternHandler::on_fault(f);
     }
 
-    bool event_was_pending = false;
+    std::atomic<bool> event_was_pending{false};   // set on the reader, read by the test
 
 private:
     std::byte* victim_;

@@ -15,26 +15,14 @@ std::optional<std::string> uhmm_test_skip_reason() { return userfaultfd_unavaila
 
 namespace {
 
-struct Served {
-    uffd::Uffd u;
-    PatternHandler h;
-    uffd::Monitor mon;
-    explicit Served(uffd::Uffd uf) : u(std::move(uf)), h(u), mon(u, h) { REQUIRE(!mon.start()); }
-};
-
-uffd::Uffd open_uffd() {
-    auto u = uffd::Uffd::open();
-    REQUIRE(u.ok());
-    return std::move(*u);
-}
-
 std::uintptr_t addr(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }
 
 }  // namespace
 
 TEST_CASE("madvise DONTNEED on a registered range is seen as Remove with its bounds") {
     Mapping m(8 * kPage);
-    Served s(open_uffd());
+    Served s(open_or_die());
+    REQUIRE(s.start());
     REQUIRE(s.u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
     CHECK(first_mismatch(m.page(2), kPage) == kPage);   // populate page 2
     REQUIRE(::madvise(m.page(2), 3 * kPage, MADV_DONTNEED) == 0);   // returns once the event was read
@@ -47,7 +35,8 @@ TEST_CASE("madvise DONTNEED on a registered range is seen as Remove with its bou
 
 TEST_CASE("a dropped page faults again and is served again") {
     Mapping m(2 * kPage);
-    Served s(open_uffd());
+    Served s(open_or_die());
+    REQUIRE(s.start());
     REQUIRE(s.u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
     m.page(0)[0] = std::byte{9};          // served with the pattern, then overwritten
     REQUIRE(::madvise(m.page(0), kPage, MADV_DONTNEED) == 0);
@@ -57,7 +46,8 @@ TEST_CASE("a dropped page faults again and is served again") {
 
 TEST_CASE("munmap of a registered range is seen as Unmap with its bounds") {
     Mapping m(8 * kPage);
-    Served s(open_uffd());
+    Served s(open_or_die());
+    REQUIRE(s.start());
     REQUIRE(s.u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
     REQUIRE(::munmap(m.page(6), 2 * kPage) == 0);
     REQUIRE(eventually([&] { std::lock_guard l(s.h.lock); return s.h.unmaps.size() == 1; }));
@@ -75,7 +65,8 @@ TEST_CASE("munmap of a registered range is seen as Unmap with its bounds") {
 TEST_CASE("mremap moving a registered range is seen as Remap from, to, len") {
     Mapping m(4 * kPage);
     Mapping target(8 * kPage);   // a place to move to
-    Served s(open_uffd());
+    Served s(open_or_die());
+    REQUIRE(s.start());
     REQUIRE(s.u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
     CHECK(first_mismatch(m.page(1), kPage) == kPage);
     const auto from = addr(m.data());
@@ -102,7 +93,8 @@ TEST_CASE("mremap moving a registered range is seen as Remap from, to, len") {
 
 TEST_CASE("fork is seen as Fork carrying the child's userfaultfd") {
     Mapping m(2 * kPage);
-    Served s(open_uffd());
+    Served s(open_or_die());
+    REQUIRE(s.start());
     if (!s.u.has(uffd::feature::event_fork)) {
         WARN("fork events need CAP_SYS_PTRACE: not covered here");
         return;
@@ -120,7 +112,8 @@ TEST_CASE("fork is seen as Fork carrying the child's userfaultfd") {
 
 TEST_CASE("a child whose fork fd was closed sees its registered memory as ordinary memory") {
     Mapping m(2 * kPage);
-    Served s(open_uffd());
+    Served s(open_or_die());
+    REQUIRE(s.start());
     if (!s.u.has(uffd::feature::event_fork)) {
         WARN("fork events need CAP_SYS_PTRACE: not covered here");
         return;

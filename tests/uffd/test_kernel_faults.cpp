@@ -17,13 +17,10 @@ std::optional<std::string> uhmm_test_skip_reason() { return userfaultfd_unavaila
 
 TEST_CASE("read(2) from a file into a missing registered page is served") {
     Mapping m(4 * kPage);
-    auto opened = uffd::Uffd::open();
-    REQUIRE(opened.ok());
-    auto& u = *opened;
-    REQUIRE(u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
-    PatternHandler h(u);
-    uffd::Monitor mon(u, h);
-    REQUIRE(!mon.start());
+    Served s(open_or_die());
+    REQUIRE(s.u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
+    REQUIRE(s.start());
+    auto& h = s.h;
 
     Fd file(::memfd_create("uhmm-test", MFD_CLOEXEC));
     REQUIRE(file);
@@ -41,13 +38,10 @@ TEST_CASE("read(2) from a file into a missing registered page is served") {
 
 TEST_CASE("write(2) from a missing registered page writes the served data") {
     Mapping m(2 * kPage);
-    auto opened = uffd::Uffd::open();
-    REQUIRE(opened.ok());
-    auto& u = *opened;
-    REQUIRE(u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
-    PatternHandler h(u);
-    uffd::Monitor mon(u, h);
-    REQUIRE(!mon.start());
+    Served s(open_or_die());
+    REQUIRE(s.u.register_range(m.data(), m.size(), uffd::Mode::missing).ok());
+    REQUIRE(s.start());
+    auto& h = s.h;
 
     Fd file(::memfd_create("uhmm-test", MFD_CLOEXEC));
     REQUIRE(::write(file.get(), m.data(), m.size()) == static_cast<ssize_t>(m.size()));

@@ -2,6 +2,7 @@
 // write-protect faults, and the resolve ioctls' outcomes as values.
 #include <catch2/catch.hpp>
 
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "fixture.hpp"
@@ -211,6 +212,11 @@ TEST_CASE("a poisoned page kills only the process that touches it, with SIGBUS")
     const pid_t child = ::fork();
     if (child == 0) {
         // Poisoned PTEs are copied to the child; touching one raises SIGBUS.
+        // Sanitizers and Catch install SIGBUS handlers of their own: restore
+        // the default with the raw syscall, past their interceptors.
+        struct { void* handler; unsigned long flags; void* restorer; unsigned long mask; } dfl{};
+        dfl.handler = reinterpret_cast<void*>(SIG_DFL);
+        ::syscall(SYS_rt_sigaction, SIGBUS, &dfl, nullptr, sizeof dfl.mask);
         volatile std::byte b = m.data()[0];
         (void)b;
         ::_exit(0);
