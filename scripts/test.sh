@@ -8,10 +8,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 
+passed=0; failed=0; skipped=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# Run one build's tests and add meson's counts to the totals.
 run_suite() {
   local dir=$1; shift
   echo "== tests: $dir $*"
-  meson test -C "$dir" --print-errorlogs --num-processes 2 "$@"
+  local rc=0
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" | tee "$log" || rc=$?
+  count() { awk -v k="$1:" '$1 == k {n += $2} END {print n + 0}' "$log"; }
+  passed=$((passed + $(count Ok)))
+  failed=$((failed + $(count Fail) + $(count Timeout)))
+  skipped=$((skipped + $(count Skipped)))
+  if [ "$rc" -ne 0 ]; then
+    echo "tests: $passed passed, $failed failed, $skipped skipped"
+    exit "$rc"
+  fi
 }
 
 scripts/build.sh build
@@ -25,3 +39,4 @@ scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dbenchmarks=fa
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_suite build-tsan --suite concurrency
 
 echo "== all test runs passed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
