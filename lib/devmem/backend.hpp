@@ -39,6 +39,19 @@ Result<std::unique_ptr<ArenaBackend>> make_cuda_backend(const ArenaSpec& spec, s
 // chunk and the error.
 std::error_code map_initial(ArenaBackend& backend, const ArenaSpec& spec, std::string* why);
 
+// The factories' last step: map the initial chunks of a freshly built
+// backend and hand it over; on failure `*why` reads "<name>: <what failed>".
+template <class Backend>
+Result<std::unique_ptr<ArenaBackend>> finish_backend(std::unique_ptr<Backend> backend, const ArenaSpec& spec,
+                                                     const std::string& name, std::string* why) {
+    std::string sub;
+    if (auto ec = map_initial(*backend, spec, &sub)) {
+        if (why) *why = name + ": " + sub;
+        return ec;
+    }
+    return std::unique_ptr<ArenaBackend>(std::move(backend));
+}
+
 // "what: strerror (errno name)" in one line.
 std::string describe_error(std::string_view what, std::error_code ec);
 

@@ -89,12 +89,7 @@ Result<std::unique_ptr<ArenaBackend>> make_cuda_backend(const ArenaSpec& spec, s
         return refuse("cudaMalloc(" + std::to_string(spec.size >> 20) + " MiB)", err);
     }
     auto backend = std::make_unique<CudaBackend>(spec.index, base, props.name);
-    std::string sub;
-    if (auto ec = map_initial(*backend, spec, &sub)) {
-        if (why) *why = name + ": " + sub;
-        return ec;
-    }
-    return std::unique_ptr<ArenaBackend>(std::move(backend));
+    return finish_backend(std::move(backend), spec, name, why);
 }
 
 }  // namespace uhmm::devmem

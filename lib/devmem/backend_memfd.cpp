@@ -62,12 +62,7 @@ Result<std::unique_ptr<ArenaBackend>> make_memfd_backend(const ArenaSpec& spec, 
         return res.error();
     }
     auto backend = std::make_unique<MemfdBackend>(std::move(fd), std::move(*res), thp_advise, std::move(note));
-    std::string sub;
-    if (auto ec = map_initial(*backend, spec, &sub)) {
-        if (why) *why = "memfd: " + sub;
-        return ec;
-    }
-    return std::unique_ptr<ArenaBackend>(std::move(backend));
+    return finish_backend(std::move(backend), spec, "memfd", why);
 }
 
 }  // namespace uhmm::devmem

@@ -103,12 +103,7 @@ Result<std::unique_ptr<ArenaBackend>> make_numa_backend(const ArenaSpec& spec, s
         return res.error();
     }
     auto backend = std::make_unique<NumaBackend>(node, std::move(mask), std::move(*res));
-    std::string sub;
-    if (auto ec = map_initial(*backend, spec, &sub)) {
-        if (why) *why = name + ": " + sub;
-        return ec;
-    }
-    return std::unique_ptr<ArenaBackend>(std::move(backend));
+    return finish_backend(std::move(backend), spec, name, why);
 }
 
 }  // namespace uhmm::devmem
