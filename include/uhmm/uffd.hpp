@@ -246,7 +246,9 @@ struct MonitorStats {
 // messages in a batch, hands the non-fault events to the handler first (a
 // resolve fails with EAGAIN until they are read), then the faults. Faults that
 // must be retried are parked and re-driven after the next reads, never retried
-// in a blocking loop. Reader threads block every signal.
+// in a blocking loop. Reader threads block every signal. Across readers, a
+// fault is handled only after every event read before it has been handled
+// (an event's caller may touch the memory as soon as its event is read).
 class Monitor {
 public:
     Monitor(Uffd& uffd, Handler& handler, MonitorOptions options = {});
@@ -263,9 +265,18 @@ public:
 
     MonitorStats stats() const noexcept;
 
+    // Wait until every event read so far has been handled. An event's caller
+    // (madvise, munmap, mremap) returns once its event is read, before the
+    // handler has run; a caller that needs the handler's work done first (the
+    // runtime, after its own zap) calls this next. Never from a reader thread.
+    void wait_events_handled() noexcept;
+
 private:
     void reader_loop(std::latch& ready) noexcept;
-    void dispatch(std::vector<Event>& events) noexcept;
+    // Handle a batch once `after` event batches are handled; `ticket` is the
+    // batch's own number when it holds events (0 otherwise).
+    void dispatch(std::vector<Event>& events, std::uint64_t after, std::uint64_t ticket) noexcept;
+    void wait_for_events_handled(std::uint64_t batches) noexcept;
     void redrive_parked(std::vector<PageFault>& scratch) noexcept;
 
     Uffd& uffd_;
@@ -276,6 +287,9 @@ private:
     std::atomic<bool> running_{false};
     std::atomic<bool> stopping_{false};
 
+    std::mutex read_lock_;              // readers only: serialises read(2) and numbering
+    std::uint64_t event_batches_read_ = 0;               // under read_lock_
+    std::atomic<std::uint64_t> event_batches_handled_{0};
     std::mutex parked_lock_;            // readers only, never an application thread
     std::vector<PageFault> parked_;
     std::atomic<std::size_t> parked_count_{0};

@@ -12,6 +12,11 @@
 //   read, or after retry_interval_us when nothing arrives (the kernel clears
 //   mmap_changing only once the event's caller has run again). Never a
 //   blocking retry loop: new messages keep being served meanwhile.
+// - With several readers, reads are serialised and numbered: a batch's faults
+//   are handled only after every event read before them has been handled.
+//   The thread behind an event (madvise, munmap, mremap) returns as soon as
+//   the event is *read*, and may touch the memory at once; without the order,
+//   another reader could serve that touch from state the event invalidates.
 // - The readers block every signal (the application's handlers must not run on
 //   them), take no lock an application thread can hold, and touch no
 //   registered memory: the message buffer and parked list are their own.
@@ -21,6 +26,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <latch>
 #include <cstdio>
@@ -144,6 +150,7 @@ void Monitor::reader_loop(std::latch& ready) noexcept {
         }
 
         events.clear();
+        std::unique_lock order(read_lock_);
         for (unsigned r = 0; r < kMaxReadsPerWake; ++r) {
             const ssize_t n = ::read(uffd_.fd(), buf.data(), buf.size() * sizeof(uffd_msg));
             if (n <= 0) {
@@ -161,12 +168,35 @@ void Monitor::reader_loop(std::latch& ready) noexcept {
             }
             if (count < buf.size()) break;   // drained
         }
-        if (!events.empty()) dispatch(events);
+        const bool has_events = std::any_of(events.begin(), events.end(), [](const Event& e) {
+            return !std::holds_alternative<PageFault>(e);
+        });
+        // Event batches are numbered while the read lock is held; a batch waits
+        // for every event batch numbered before its read.
+        const std::uint64_t ticket = has_events ? ++event_batches_read_ : event_batches_read_;
+        order.unlock();
+        if (!events.empty()) dispatch(events, has_events ? ticket - 1 : ticket, has_events ? ticket : 0);
         if (parked_count_.load(std::memory_order_acquire) > 0) redrive_parked(redrive);
     }
 }
 
-void Monitor::dispatch(std::vector<Event>& events) noexcept {
+void Monitor::wait_events_handled() noexcept {
+    std::uint64_t read_so_far;
+    {
+        // Under the read lock: a batch read before now has its number.
+        std::lock_guard order(read_lock_);
+        read_so_far = event_batches_read_;
+    }
+    wait_for_events_handled(read_so_far);
+}
+
+void Monitor::wait_for_events_handled(std::uint64_t batches) noexcept {
+    // Short: event handlers never wait for application threads.
+    while (event_batches_handled_.load(std::memory_order_acquire) < batches) std::this_thread::yield();
+}
+
+void Monitor::dispatch(std::vector<Event>& events, std::uint64_t after, std::uint64_t ticket) noexcept {
+    wait_for_events_handled(after);
     // Events first, in the order the kernel queued them.
     for (auto& e : events) {
         if (std::holds_alternative<PageFault>(e)) continue;
@@ -189,6 +219,7 @@ void Monitor::dispatch(std::vector<Event>& events) noexcept {
                    },
                    e);
     }
+    if (ticket) event_batches_handled_.store(ticket, std::memory_order_release);
     for (auto& e : events) {
         auto* fault = std::get_if<PageFault>(&e);
         if (!fault) continue;
