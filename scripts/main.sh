@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 scripts/build.sh build >/dev/null   # the same build directory as scripts/test.sh
 echo
-exec build/examples/uffd_demo "$@"
+exec build/examples/runtime_demo "$@"

@@ -71,6 +71,8 @@ Result<ArenaSpec> parse_arena_spec(std::string_view arena, std::string_view size
                                    std::string* why = nullptr);
 // "512M" → 536870912; EINVAL for anything else (no suffix = bytes).
 Result<std::size_t> parse_size(std::string_view text);
+// 536870912 → "512M": the largest binary suffix that divides it exactly.
+std::string format_size(std::size_t bytes);
 // The spec as the keys would spell it: "arena=numa:0,arena_size=64M,arena_reserve=off".
 std::string to_string(const ArenaSpec& spec);
 const char* to_string(Backend b) noexcept;

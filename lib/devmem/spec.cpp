@@ -37,7 +37,9 @@ std::optional<int> index_after(std::string_view text, std::string_view prefix) {
     return value;
 }
 
-std::string human(std::size_t bytes) {
+}  // namespace
+
+std::string format_size(std::size_t bytes) {
     constexpr const char* units[] = {"", "K", "M", "G", "T"};
     int u = 0;
     while (u < 4 && bytes >= 1024 && bytes % 1024 == 0) {
@@ -46,8 +48,6 @@ std::string human(std::size_t bytes) {
     }
     return std::to_string(bytes) + units[u];
 }
-
-}  // namespace
 
 const char* to_string(Backend b) noexcept {
     switch (b) {
@@ -121,7 +121,7 @@ std::string to_string(const ArenaSpec& spec) {
     if (spec.backend == Backend::numa || spec.backend == Backend::cuda) {
         arena += ":" + std::to_string(spec.index);
     }
-    return "arena=" + arena + ",arena_size=" + human(spec.size) +
+    return "arena=" + arena + ",arena_size=" + format_size(spec.size) +
            ",arena_reserve=" + (spec.reserve ? "on" : "off");
 }
 

@@ -1,0 +1,150 @@
+// uhmm::Runtime — managed ranges, page states, migration to the device and
+// back on a CPU fault.
+//
+// The runtime ties the layers together: one userfaultfd (MISSING + WP modes)
+// with its monitor, one device-memory arena, one copy engine, and the managed
+// ranges with a state per 4 KiB page:
+//
+//   NONE (never touched) → HOST (in RAM) → MIGRATING (write-protected, copy in
+//   flight: CPU reads go on, CPU writes wait) → DEVICE (in the arena, the CPU
+//   page zapped) → HOST again on a CPU touch (migrate_to_ram) or on request.
+//
+// The application keeps using its memory with plain loads and stores; the
+// runtime serves the faults. madvise(DONTNEED/FREE/REMOVE), munmap, mremap
+// and fork keep their meaning (see libuhmm(3) and docs/ARCHITECTURE.md).
+//
+// Errors are values: std::error_code (generic category for errno values) and,
+// where a sentence helps, `*why` gets one line saying what was refused and why.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <uhmm/copy_engine.hpp>
+#include <uhmm/devmem.hpp>
+#include <uhmm/migrate_result.hpp>
+#include <uhmm/page_state.hpp>
+#include <uhmm/result.hpp>
+
+namespace uhmm {
+
+// ---- configuration ------------------------------------------------------------
+
+// One configuration key (the same keys UHMM_CONF uses), for docs and --help.
+struct Knob {
+    std::string_view name;
+    std::string_view default_value;
+    std::string_view unit;        // "bytes", "threads", "" (a word), ...
+    std::string_view doc;
+};
+
+// Every key the runtime accepts, in the order the README lists them.
+std::span<const Knob> knobs();
+
+struct RuntimeConfig {
+    devmem::ArenaSpec arena{.backend = devmem::Backend::hugepage, .size = std::size_t{1} << 30};   // arena=, arena_size=, arena_reserve=
+    migrate::EngineKind engine = migrate::EngineKind::automatic;   // engine=
+    unsigned fault_threads = 1;                       // fault_threads=: uffd reader threads
+    // fault_around=: the most a CPU fault brings back at once (device pages of
+    // the same aligned block, or zero-filled never-touched pages). The window
+    // starts at one page and doubles while faults walk the range in order, as
+    // the kernel's readahead does, so random touches pay one page each.
+    std::size_t fault_around = 2u << 20;
+    // migrate_batch=: pages write-protected, copied and zapped per step of a
+    // migration to the device (a step's copy overlaps the next step's setup).
+    std::size_t migrate_batch = 4u << 20;
+
+    // The defaults with `text` ("key=value,key=value") applied. Unknown keys
+    // and bad values: EINVAL, `*why` names the key and what is accepted.
+    static Result<RuntimeConfig> parse(std::string_view text, std::string* why = nullptr);
+    // The configuration as the keys spell it (parse(to_string()) round-trips).
+    std::string to_string() const;
+};
+
+// ---- ranges and statistics ------------------------------------------------------
+
+struct RangeInfo {
+    std::uintptr_t start = 0;
+    std::size_t len = 0;
+    bool owned = false;           // allocate()d by the runtime (release() unmaps it)
+    std::size_t pages[4] = {};    // pages per PageState
+};
+
+struct RuntimeStats {
+    std::uint64_t ranges = 0, managed_bytes = 0;
+    std::uint64_t faults = 0;                // fault messages served
+    std::uint64_t first_touch_faults = 0;    // faults on never-touched pages
+    std::uint64_t device_faults = 0;         // faults that brought device pages home
+    std::uint64_t write_waits = 0;           // writes that waited for a migration in flight
+    std::uint64_t pages_zero_filled = 0;     // never-touched pages given zeros
+    std::uint64_t pages_to_device = 0;
+    std::uint64_t pages_to_host = 0;         // by faults and by request
+    std::uint64_t pages_to_host_on_fault = 0;
+    std::uint64_t pages_discarded = 0;       // device pages dropped by the application (DONTNEED, munmap)
+    std::uint64_t migrate_failed_pages = 0;
+    std::uint64_t bytes_to_device = 0, bytes_to_host = 0;
+    std::uint64_t device_pages = 0;          // device pages held now
+    devmem::ArenaStats arena;
+    std::size_t metadata_bytes = 0;          // page tables, locks and range headers
+};
+
+// ---- the runtime -------------------------------------------------------------------
+
+class Runtime {
+public:
+    // Open the userfaultfd, build the arena and the copy engine, start the
+    // fault threads. Errors: EPERM/ENOSYS (no userfaultfd: `*why` is the
+    // probe's one line), the arena's and engine's errors.
+    static Result<std::unique_ptr<Runtime>> create(const RuntimeConfig& config = {},
+                                                   std::string* why = nullptr);
+    // Brings every device page home, then stops: no data is left behind.
+    ~Runtime();
+    Runtime(const Runtime&) = delete;
+    Runtime& operator=(const Runtime&) = delete;
+
+    // Hand existing private anonymous memory to the runtime (page-aligned,
+    // wholly mapped). Refused: shared mappings (ENOENT, as hmm_range_fault
+    // does), file-backed or hugetlb mappings (EINVAL), unaligned or zero
+    // lengths (EINVAL), unmapped addresses (EFAULT), overlap with a managed
+    // range (EEXIST), a mapping another userfaultfd owns (EBUSY).
+    std::error_code manage(void* addr, std::size_t len, std::string* why = nullptr);
+    // Give a whole managed range back (its device pages come home first).
+    // ENOENT when [addr, addr+len) is not exactly one managed range.
+    std::error_code unmanage(void* addr, std::size_t len);
+
+    // Map len bytes (rounded up to pages) of private anonymous memory and manage it.
+    Result<void*> allocate(std::size_t len);
+    // Unmanage and unmap memory from allocate() (device pages are just freed).
+    std::error_code release(void* addr, std::size_t len);
+
+    // Move [addr, addr+len) to the device or home. The range must be page-
+    // aligned and lie in managed ranges (EINVAL / EFAULT otherwise, nothing
+    // done). Per-page outcomes are in the result; the call's own error only
+    // says it could not start.
+    Result<MigrateResult> migrate(void* addr, std::size_t len, Target to);
+
+    // Where each page of [addr, addr+len) is now (one entry per page).
+    // EFAULT when a page is not managed.
+    std::error_code residency(const void* addr, std::size_t len, std::span<PageState> out) const;
+    Result<PageState> state(const void* addr) const;
+
+    std::vector<RangeInfo> ranges() const;
+    RuntimeStats stats() const;
+    const RuntimeConfig& config() const noexcept;
+    // One line: arena (and fallbacks), engine, fault threads, features.
+    std::string describe() const;
+
+    struct Impl;
+
+private:
+    explicit Runtime(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace uhmm

@@ -1,0 +1,102 @@
+// Migration: pages of a managed range to the device (migrate_vma's three
+// phases) and home again (migrate_to_ram), through the userfaultfd, the arena
+// and the copy engine.
+//
+// To the device, per batch of pages:
+//   1. collect: under the block locks, pages not yet on the device become
+//      MIGRATING and get a device page; then /proc/self/pagemap says which of
+//      them hold data (a MIGRATING page cannot be populated behind our back:
+//      its first-touch fault waits);
+//   2. freeze: UFFDIO_WRITEPROTECT the present pages (reads go on, writes wait
+//      in a WP fault), zero the device pages of absent ones (no copy);
+//   3. copy: one CopyEngine batch; the next batch is collected and frozen
+//      while it is in flight;
+//   then zap the copied host pages (MADV_DONTNEED, claimed in SelfZaps so the
+//   fault thread knows the Remove event is ours), record DEVICE, and wake the
+//   waiting writers, who fault MISSING and bring their page home. A page whose
+//   copy failed is un-protected and stays on the host; a page the application
+//   dropped meanwhile (kDiscarded) ends NONE.
+//
+// Home: UFFDIO_COPY straight from the arena's CPU mapping (one copy, contiguous
+// device runs in one ioctl), then the device page's reference is dropped.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include <uhmm/copy_engine.hpp>
+#include <uhmm/devmem.hpp>
+#include <uhmm/migrate_result.hpp>
+#include <uhmm/uffd.hpp>
+
+#include "migrate/self_zaps.hpp"
+#include "space/managed_range.hpp"
+
+namespace uhmm::migrate {
+
+struct MigrationCounters {
+    std::atomic<std::uint64_t> pages_to_device{0}, bytes_to_device{0};
+    std::atomic<std::uint64_t> pages_to_host{0}, bytes_to_host{0};
+    std::atomic<std::uint64_t> pages_discarded{0};
+    std::atomic<std::uint64_t> failed_pages{0};
+};
+
+struct MigrationContext {
+    uffd::Uffd& uffd;
+    devmem::Arena& arena;
+    devmem::OwnerId owner;
+    CopyEngine& engine;
+    int pagemap_fd;
+    SelfZaps& zaps;
+    MigrationCounters& counters;
+    std::size_t batch_pages;        // pages per collect/freeze/copy step
+    // Returns once every userfaultfd event read so far has been handled: a
+    // zap's Remove event must be handled while its SelfZaps claim still holds.
+    std::function<void()> events_handled;
+};
+
+// What bringing pages home did.
+struct HomeOutcome {
+    std::size_t pages = 0;          // pages now on the host
+    std::uint64_t bytes = 0;
+    uffd::Status status = uffd::Status::done;   // done, retry (EAGAIN: try again), vanished, gone, failed
+    int error = 0;
+};
+
+class Migration {
+public:
+    explicit Migration(MigrationContext ctx) noexcept : c_(ctx) {}
+
+    // Pages [first, first + count) of `r` to the device / home. Not for the
+    // fault thread: zaps wait for it, and a busy page is waited for.
+    void to_device(space::ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out);
+    void to_host(space::ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out);
+
+    // With the block lock of [first, last) held (one block): copy its DEVICE
+    // pages home. Fault-thread safe: no allocation, no waiting (for an arena
+    // without a CPU mapping, the copy engine's staging is used, which may).
+    // With `wake` false the caller wakes the range itself (after updating
+    // what the woken thread may look at).
+    HomeOutcome bring_home_locked(space::ManagedRange& r, std::size_t first, std::size_t last,
+                                  bool wake = true) noexcept;
+
+    // Drop the device page of a DEVICE page (the application discarded it);
+    // block lock held.
+    void discard_locked(space::PageEntry& e) noexcept;
+
+    const MigrationContext& context() const noexcept { return c_; }
+
+private:
+    struct Batch;
+    void collect(space::ManagedRange& r, std::size_t first, std::size_t count, Batch& b, MigrateResult& out);
+    void freeze_and_submit(space::ManagedRange& r, Batch& b, MigrateResult& out);
+    void finish(space::ManagedRange& r, Batch& b, MigrateResult& out);
+    void fail_page(space::ManagedRange& r, std::size_t page, std::error_code why, MigrateResult& out) noexcept;
+    HomeOutcome copy_home(std::uintptr_t dst, devmem::PageIndex first_device, std::size_t pages, bool wake) noexcept;
+
+    MigrationContext c_;
+};
+
+}  // namespace uhmm::migrate

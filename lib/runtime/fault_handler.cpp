@@ -1,0 +1,259 @@
+// The fault path and the application's own memory changes (see the header).
+#include "runtime/fault_handler.hpp"
+
+#include <algorithm>
+
+#include "base/log.hpp"
+
+namespace uhmm {
+
+using space::kPage;
+using space::ManagedRange;
+using space::PageEntry;
+using uffd::FaultDisposition;
+using uffd::Status;
+
+namespace {
+constexpr std::uintptr_t page_down(std::uintptr_t a) { return a & ~(std::uintptr_t{kPage} - 1); }
+}  // namespace
+
+FaultDisposition FaultHandler::on_fault(const uffd::PageFault& fault) noexcept {
+    rt_.fault_counters.faults.fetch_add(1, std::memory_order_relaxed);
+    const std::uintptr_t addr = page_down(fault.address);
+    space::RangeRef r = rt_.space.find(addr);
+    if (!r) {
+        // Registered but not a page we track: the part of a mapping that
+        // mremap grew (in place, or beyond what it moved). New memory: zeros.
+        if (fault.wp) {
+            (void)rt_.uffd->writeprotect(reinterpret_cast<void*>(addr), kPage, false);
+            return FaultDisposition::resolved;
+        }
+        return zero_one(addr);
+    }
+    const std::size_t page = r->index_of(addr);
+    std::lock_guard lock(r->lock_for(page));
+    // Replaced while we waited for the lock (manage() carving a hole out):
+    // look again on the re-drive.
+    if (r->dead()) return FaultDisposition::retry_later;
+    PageEntry& e = r->entry(page);
+    switch (e.state) {
+        case PageState::migrating:
+            // A write waits until the copy is done and the page zapped; a read
+            // of a zapped page waits until it is recorded on the device.
+            if (fault.wp) {
+                rt_.fault_counters.write_waits.fetch_add(1, std::memory_order_relaxed);
+                return FaultDisposition::retry_later;
+            }
+            // Dropped by the application while it moved (its Remove event may
+            // be handled before its zap, so a present page that vanished
+            // without our zap counts too): the copy engine's own read may be
+            // the faulting access, and the page reads as zero.
+            // (A stale message about a page that is present meets EEXIST.)
+            if ((e.flags & space::kDiscarded) || ((e.flags & space::kHadData) && !(e.flags & space::kZapped)))
+                return zero_one(addr);
+            return FaultDisposition::retry_later;
+        case PageState::device: {
+            if (fault.wp) {
+                // A write that waited for the migration, re-driven after the
+                // zap: the retried access faults MISSING and comes back here.
+                (void)rt_.uffd->wake(reinterpret_cast<void*>(addr), kPage);
+                return FaultDisposition::resolved;
+            }
+            const std::size_t window = r->fault_window(page, rt_.config.fault_around / kPage);
+            const std::size_t first = page & ~(window - 1);
+            return device_fault(*r, page, first, std::min(first + window, r->block_end(page)));
+        }
+        case PageState::none:
+        case PageState::host:
+            if (fault.wp) {
+                // Not ours to hold (a stale protection, or a page moved by
+                // mremap with its protection): let the write through.
+                const auto o = rt_.uffd->writeprotect(reinterpret_cast<void*>(addr), kPage, false);
+                return o.status == Status::retry ? FaultDisposition::retry_later : FaultDisposition::resolved;
+            }
+            const std::size_t window = r->fault_window(page, rt_.config.fault_around / kPage);
+            const std::size_t first = page & ~(window - 1);
+            return first_touch(*r, page, first, std::min(first + window, r->block_end(page)));
+    }
+    return FaultDisposition::resolved;
+}
+
+FaultDisposition FaultHandler::zero_one(std::uintptr_t addr) noexcept {
+    const auto o = rt_.uffd->copy(reinterpret_cast<void*>(addr), rt_.zeros, kPage);
+    switch (o.status) {
+        case Status::done: return FaultDisposition::resolved;
+        case Status::retry:
+        case Status::partial: return FaultDisposition::retry_later;
+        default:
+            // exists: someone resolved it; vanished/gone: nothing left to serve.
+            (void)rt_.uffd->wake(reinterpret_cast<void*>(addr), kPage);
+            return FaultDisposition::resolved;
+    }
+}
+
+FaultDisposition FaultHandler::device_fault(ManagedRange& r, std::size_t page, std::size_t first,
+                                            std::size_t last) noexcept {
+    // Copies without waking: the woken thread may read the statistics or the
+    // page states at once, so they are updated first, then one wake.
+    const auto h = rt_.migration->bring_home_locked(r, first, last, false);
+    rt_.fault_counters.device_faults.fetch_add(1, std::memory_order_relaxed);
+    rt_.fault_counters.pages_to_host_on_fault.fetch_add(h.pages, std::memory_order_relaxed);
+    if (h.pages) (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(first)), (last - first) * kPage);
+    if (r.entry(page).state != PageState::device) return FaultDisposition::resolved;
+    switch (h.status) {
+        case Status::retry: return FaultDisposition::retry_later;
+        case Status::vanished:
+        case Status::gone:
+            (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(page)), kPage);
+            return FaultDisposition::resolved;
+        default:
+            // The page cannot come home (copy error): keep the thread waiting
+            // and try again rather than hand it wrong data.
+            log::get().error("fault at {:#x}: device page {} cannot come home: {}", r.address_of(page),
+                             r.entry(page).device, std::generic_category().message(h.error));
+            return FaultDisposition::retry_later;
+    }
+}
+
+FaultDisposition FaultHandler::first_touch(ManagedRange& r, std::size_t page, std::size_t first,
+                                           std::size_t last) noexcept {
+    // Zero-fill the never-touched pages of the window (and the faulting page,
+    // whatever its record says: it is missing), in runs, one ioctl per run.
+    // UFFDIO_COPY rather than ZEROPAGE: a write to the shared zero page would
+    // take a second (kernel) fault per page.
+    rt_.fault_counters.first_touch_faults.fetch_add(1, std::memory_order_relaxed);
+    auto wanted = [&](std::size_t p) { return p == page || r.entry(p).state == PageState::none; };
+    std::size_t filled = 0;
+    bool faulting_done = false;
+    for (std::size_t i = first; i < last;) {
+        if (!wanted(i)) {
+            ++i;
+            continue;
+        }
+        std::size_t j = i + 1;
+        while (j < last && wanted(j)) ++j;
+        auto o = rt_.uffd->copy(reinterpret_cast<void*>(r.address_of(i)), rt_.zeros, (j - i) * kPage, false);
+        std::size_t done = o.ok() ? j - i : o.bytes / kPage;
+        for (std::size_t k = i; k < i + done; ++k) r.entry(k).state = PageState::host;
+        filled += done;
+        if (page >= i && page < i + done) faulting_done = true;
+        if (o.ok()) {
+            i = j;
+            continue;
+        }
+        if (o.status == Status::exists) {
+            // That page is present already (not through us): it is HOST.
+            const std::size_t present = i + done;
+            r.entry(present).state = PageState::host;
+            if (present == page) faulting_done = true;
+            i = present + 1;
+            continue;
+        }
+        if (o.status == Status::retry || o.status == Status::partial) {
+            rt_.fault_counters.pages_zero_filled.fetch_add(filled, std::memory_order_relaxed);
+            if (filled) (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(first)), (last - first) * kPage);
+            return faulting_done ? FaultDisposition::resolved : FaultDisposition::retry_later;
+        }
+        // vanished / gone / failed: nothing more can be served here.
+        if (o.status == Status::failed)
+            log::get().error("first touch at {:#x}: UFFDIO_COPY failed: {}", r.address_of(page),
+                             std::generic_category().message(o.error));
+        break;
+    }
+    // Counted before the wake: the woken thread may read the statistics.
+    rt_.fault_counters.pages_zero_filled.fetch_add(filled, std::memory_order_relaxed);
+    (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(first)), (last - first) * kPage);
+    return FaultDisposition::resolved;
+}
+
+// ---- the application's own changes -------------------------------------------------
+
+void FaultHandler::on_remove(const uffd::Remove& r) noexcept {
+    if (rt_.zaps.is_own(r.start, r.end)) return;   // our zap after a copy to the device
+    invalidate(r.start, r.end, false);
+}
+
+void FaultHandler::on_unmap(const uffd::Unmap& u) noexcept { invalidate(u.start, u.end, true); }
+
+void FaultHandler::invalidate(std::uintptr_t start, std::uintptr_t end, bool unmapped) noexcept {
+    for (space::RangeRef r = rt_.space.first_ending_after(start); r && r->start() < end;
+         r = rt_.space.first_ending_after(r->end())) {
+        const std::uintptr_t a = std::max(start, r->start()), b = std::min(end, r->end());
+        for (std::size_t p = r->index_of(a), last = r->index_of(b); p < last;) {
+            const std::size_t block_end = std::min(last, r->block_end(p));
+            std::lock_guard lock(r->lock_for(p));
+            for (; p < block_end; ++p) {
+                PageEntry& e = r->entry(p);
+                if (e.state == PageState::migrating) e.flags |= space::kDiscarded;   // its migration frees it
+                else rt_.migration->discard_locked(e);
+            }
+        }
+        if (unmapped && a == r->start() && b == r->end()) {
+            rt_.space.remove(r.get());
+            continue;
+        }
+        if (!unmapped) continue;
+        // A hole: its pages are no longer the application's (migrate() there
+        // fails them; manage() of new memory there carves them out).
+        for (std::size_t p = r->index_of(a), last = r->index_of(b); p < last;) {
+            const std::size_t block_end = std::min(last, r->block_end(p));
+            std::lock_guard lock(r->lock_for(p));
+            for (; p < block_end; ++p) r->entry(p).flags |= space::kUnmapped;
+        }
+    }
+}
+
+space::RangeRef FaultHandler::destination(std::uintptr_t addr, std::uintptr_t limit, bool owned) noexcept {
+    if (auto r = rt_.space.find(addr)) return r;
+    if (auto next = rt_.space.first_ending_after(addr)) limit = std::min(limit, next->start());
+    ManagedRange* created = ManagedRange::create(addr, (limit - addr) / kPage, owned);
+    if (!created) return {};
+    if (!rt_.space.insert(created)) created->put();
+    return rt_.space.find(addr);
+}
+
+void FaultHandler::on_remap(const uffd::Remap& m) noexcept {
+    // mremap moved [from, from+len) to [to, to+len), PTEs and all: each page's
+    // record follows it. DEVICE pages keep their device page; a MIGRATING
+    // page's host page moved (its migration, finding it dropped, frees the
+    // device copy). Read, then write, one lock at a time.
+    const std::uintptr_t to_end = m.to + m.len;
+    space::RangeRef src, dst;
+    for (std::uintptr_t off = 0; off < m.len; off += kPage) {
+        const std::uintptr_t s = m.from + off, d = m.to + off;
+        if (!src || !src->contains(s)) src = rt_.space.find(s);
+        if (!src) continue;   // not managed: the destination learns nothing
+        PageEntry moved;
+        {
+            const std::size_t p = src->index_of(s);
+            std::lock_guard lock(src->lock_for(p));
+            PageEntry& e = src->entry(p);
+            moved = e;
+            if (e.state == PageState::migrating) {
+                e.flags |= space::kDiscarded;
+            } else {
+                e.state = PageState::none;
+                e.flags = 0;
+            }
+        }
+        if (moved.state == PageState::migrating) moved = PageEntry{0, PageState::host, 0, 0};
+        if (!dst || !dst->contains(d)) dst = destination(d, to_end, src->owned());
+        if (!dst) {
+            // No memory for a table: the page is still in the mapping, but a
+            // device page can no longer be found. Say so loudly.
+            if (moved.state == PageState::device) {
+                log::get().error("mremap to {:#x}: no memory for a page table; device page {} lost", d, moved.device);
+                (void)rt_.arena->put(moved.device);
+            }
+            continue;
+        }
+        const std::size_t p = dst->index_of(d);
+        std::lock_guard lock(dst->lock_for(p));
+        PageEntry& e = dst->entry(p);
+        if (e.state == PageState::device) rt_.migration->discard_locked(e);
+        e = moved;
+        e.flags = 0;
+    }
+}
+
+}  // namespace uhmm

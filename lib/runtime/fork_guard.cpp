@@ -1,0 +1,86 @@
+// fork(): parent and child each keep the data they had at fork time.
+//
+// The runtime's userfaultfd is opened without UFFD_FEATURE_EVENT_FORK, so the
+// kernel hands the child ordinary memory (its ranges unregistered, its
+// write-protect bits cleared) and fork() never waits for a reader. Device
+// pages live in the arena, which the child cannot see as its memory; so
+// before fork() every device page is brought home, with migrations held off
+// until fork() returns. The child's copy of the runtime is inert: it has no
+// threads, and its userfaultfd is the parent's, so it closes it.
+//
+// Why not keep device pages across fork: the child would need a runtime of
+// its own (threads, a userfaultfd of its own, copy-on-write of device pages),
+// which costs every fork; bringing pages home costs only forks of processes
+// that have pages on the device. Say so in the docs.
+#include <pthread.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "base/log.hpp"
+#include "runtime/runtime_impl.hpp"
+
+namespace uhmm {
+
+namespace {
+
+std::mutex& registry_lock() {
+    static std::mutex m;
+    return m;
+}
+std::vector<Runtime::Impl*>& registry() {
+    static std::vector<Runtime::Impl*> r;
+    return r;
+}
+
+// pthread_atfork's handlers run before glibc takes malloc's locks (prepare)
+// and after it drops them (parent, child): they may allocate.
+void prepare() {
+    registry_lock().lock();
+    for (auto* rt : registry()) rt->prepare_fork();
+}
+void parent() {
+    for (auto* rt : registry()) rt->after_fork_parent();
+    registry_lock().unlock();
+}
+void child() {
+    for (auto* rt : registry()) rt->after_fork_child();
+    registry().clear();
+    registry_lock().unlock();
+}
+
+}  // namespace
+
+void fork_guard_add(Runtime::Impl* rt) {
+    static std::once_flag once;
+    std::call_once(once, [] { ::pthread_atfork(prepare, parent, child); });
+    std::lock_guard lock(registry_lock());
+    registry().push_back(rt);
+}
+
+void fork_guard_remove(Runtime::Impl* rt) {
+    std::lock_guard lock(registry_lock());
+    auto& r = registry();
+    r.erase(std::remove(r.begin(), r.end(), rt), r.end());
+}
+
+void Runtime::Impl::prepare_fork() {
+    migration_lock.lock();
+    std::vector<space::RangeRef> ranges;
+    space.snapshot(ranges);
+    for (auto& r : ranges) bring_all_home(*r);
+}
+
+void Runtime::Impl::after_fork_parent() noexcept { migration_lock.unlock(); }
+
+void Runtime::Impl::after_fork_child() noexcept {
+    forked_child.store(true, std::memory_order_release);
+    // The inherited descriptors name the parent's userfaultfd and the
+    // parent's /proc/<pid>/pagemap: never use them here.
+    if (uffd) ::close(uffd->fd());
+    if (pagemap) ::close(pagemap.get());
+    migration_lock.unlock();
+}
+
+}  // namespace uhmm

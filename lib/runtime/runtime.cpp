@@ -1,0 +1,369 @@
+// uhmm::Runtime: creation, managed ranges, migration requests, queries and
+// teardown. The fault path is fault_handler.cpp; the migration path is
+// lib/migrate/migration.cpp; fork is fork_guard.cpp.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "base/log.hpp"
+#include "runtime/fault_handler.hpp"
+#include "runtime/runtime_impl.hpp"
+#include "space/proc_maps.hpp"
+
+namespace uhmm {
+
+using space::kPage;
+
+namespace {
+
+std::error_code fail(std::string* why, int err, std::string text) {
+    if (why) *why = std::move(text);
+    return errno_code(err);
+}
+
+bool aligned(std::uintptr_t v) { return v % kPage == 0; }
+
+// What the runtime asks of the kernel. Not EVENT_FORK (see fork_guard.cpp;
+// it also needs CAP_SYS_PTRACE), not WP_UNPOPULATED (the runtime protects
+// only present pages; markers on holes would turn first touches into WP faults).
+constexpr std::uint64_t kWanted =
+    uffd::feature::uhmm_default & ~(uffd::feature::event_fork | uffd::feature::wp_unpopulated);
+constexpr std::uint64_t kRequired = uffd::feature::pagefault_flag_wp | uffd::feature::event_remove |
+                                    uffd::feature::event_unmap | uffd::feature::event_remap;
+
+}  // namespace
+
+// ---- teardown ------------------------------------------------------------------------
+
+void Runtime::Impl::bring_all_home(space::ManagedRange& r) {
+    MigrateResult ignored;
+    migration->to_host(r, 0, r.pages(), ignored);
+    if (ignored.failed)
+        log::get().error("range {:#x}+{}: {} device pages could not come home: {}", r.start(), r.bytes(),
+                         ignored.failed, ignored.error.message());
+}
+
+Runtime::Impl::~Impl() {
+    // Order matters: the readers stop before the handler and the tables go,
+    // copies in flight finish before the arena goes.
+    if (monitor) monitor->stop(true);
+    monitor.reset();
+    handler.reset();
+    migration.reset();
+    engine.reset();
+    if (zeros) ::munmap(zeros, zeros_len);
+}
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Runtime::~Runtime() {
+    if (!impl_) return;
+    if (impl_->forked_child.load(std::memory_order_acquire) || impl_->pid != ::getpid()) {
+        // A fork()ed child's copy: no threads to stop, descriptors not its
+        // own. Leave it be.
+        (void)impl_.release();
+        return;
+    }
+    fork_guard_remove(impl_.get());
+    {
+        std::unique_lock lock(impl_->migration_lock);
+        std::vector<space::RangeRef> ranges;
+        impl_->space.snapshot(ranges);
+        for (auto& r : ranges) impl_->bring_all_home(*r);
+    }
+    impl_.reset();
+}
+
+// ---- creation -------------------------------------------------------------------------
+
+Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, std::string* why) {
+    const auto& probe = uffd::probe();
+    if (!probe.available) return fail(why, probe.error.value() ? probe.error.value() : EPERM, probe.reason);
+
+    auto impl = std::make_unique<Impl>();
+    impl->config = config;
+    auto u = uffd::Uffd::open({kWanted, kRequired});
+    if (!u) {
+        if (u.error() == std::errc::not_supported)
+            return fail(why, ENOTSUP, "userfaultfd: this kernel lacks write-protect faults on anonymous memory "
+                                      "or the REMOVE/UNMAP/REMAP events (needs Linux 5.7+)");
+        return fail(why, u.error().value(), "userfaultfd: " + u.error().message());
+    }
+    impl->uffd.emplace(std::move(*u));
+
+    std::string arena_why;
+    auto arena = devmem::Arena::create(config.arena, &arena_why);
+    if (!arena) return fail(why, arena.error().value(), "arena: " + arena_why);
+    impl->arena = std::move(*arena);
+
+    auto engine = migrate::make_copy_engine(config.engine, impl->arena->view());
+    if (!engine) return fail(why, engine.error().value(), "engine: " + engine.error().message());
+    impl->engine = std::move(*engine);
+
+    auto owner = impl->arena->add_owner(impl.get());
+    if (!owner) return fail(why, owner.error().value(), "arena owner: " + owner.error().message());
+    impl->owner = *owner;
+
+    impl->pagemap.reset(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    if (!impl->pagemap) return fail(why, errno, "cannot open /proc/self/pagemap: " + last_errno().message());
+
+    impl->zeros_len = devmem::kChunkSize;
+    void* z = ::mmap(nullptr, impl->zeros_len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (z == MAP_FAILED) return fail(why, errno, "cannot map the zero source: " + last_errno().message());
+    impl->zeros = static_cast<std::byte*>(z);
+
+    impl->migration.emplace(migrate::MigrationContext{*impl->uffd, *impl->arena, impl->owner, *impl->engine,
+                                                      impl->pagemap.get(), impl->zaps, impl->migration_counters,
+                                                      config.migrate_batch / kPage,
+                                                      [rt = impl.get()] { rt->monitor->wait_events_handled(); }});
+    impl->handler = std::make_unique<FaultHandler>(*impl);
+    impl->monitor = std::make_unique<uffd::Monitor>(*impl->uffd, *impl->handler,
+                                                    uffd::MonitorOptions{.threads = config.fault_threads});
+    if (auto ec = impl->monitor->start()) return fail(why, ec.value(), "fault threads: " + ec.message());
+    fork_guard_add(impl.get());
+    return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+// ---- managed ranges -----------------------------------------------------------------------
+
+namespace {
+
+// munmap left holes in managed ranges ([start, end) is new memory there):
+// cut them out, so the new memory can be managed on its own. EEXIST when any
+// page of [start, end) is still managed memory.
+std::error_code carve_out_holes(Runtime::Impl& rt, std::uintptr_t start, std::uintptr_t end) {
+    std::unique_lock migrations(rt.migration_lock);
+    for (space::RangeRef r = rt.space.first_ending_after(start); r && r->start() < end;
+         r = rt.space.first_ending_after(start)) {
+        // Every block locked: no fault or event changes the table while it is
+        // copied into the pieces (one that waited finds the range dead).
+        std::vector<std::unique_lock<std::mutex>> locks;
+        for (std::size_t p = 0; p < r->pages(); p = r->block_end(p)) locks.emplace_back(r->lock_for(p));
+        const std::uintptr_t a = std::max(start, r->start()), b = std::min(end, r->end());
+        for (std::size_t p = r->index_of(a); p < r->index_of(b); ++p)
+            if (!(r->entry(p).flags & space::kUnmapped)) return errno_code(EEXIST);
+        auto piece = [&](std::uintptr_t from, std::uintptr_t to) -> space::ManagedRange* {
+            if (from >= to) return nullptr;
+            auto* n = space::ManagedRange::create(from, (to - from) / kPage, r->owned());
+            if (!n) return nullptr;
+            for (std::size_t p = 0; p < n->pages(); ++p) n->entry(p) = r->entry(r->index_of(from) + p);
+            return n;
+        };
+        auto* left = piece(r->start(), a);
+        auto* right = piece(b, r->end());
+        if ((r->start() < a && !left) || (b < r->end() && !right)) {
+            if (left) left->put();
+            if (right) right->put();
+            return errno_code(ENOMEM);
+        }
+        rt.space.replace(r.get(), {left, right});
+    }
+    return {};
+}
+
+std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bool owned, std::string* why) {
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || !aligned(start) || !aligned(len))
+        return fail(why, EINVAL, "manage: address and length must be non-zero multiples of 4096");
+    if (start + len < start) return fail(why, EINVAL, "manage: the range wraps around the address space");
+    if (rt.space.overlaps(start, start + len) && carve_out_holes(rt, start, start + len))
+        return fail(why, EEXIST, "manage: the range overlaps memory the runtime already manages");
+    if (auto ec = space::check_manageable(start, start + len, why)) return ec;
+
+    // 4 KiB pages: each is protected, copied and zapped on its own.
+    (void)::madvise(addr, len, MADV_NOHUGEPAGE);
+    space::ManagedRange* r = space::ManagedRange::create(start, len / kPage, owned);
+    if (!r) return fail(why, ENOMEM, "manage: no memory for the page table");
+    // What is there already is HOST (the rest stays NONE).
+    std::vector<std::uint64_t> pm(std::min<std::size_t>(len / kPage, 1 << 16));
+    for (std::size_t p = 0; p < r->pages(); p += pm.size()) {
+        const std::size_t n = std::min(pm.size(), r->pages() - p);
+        if (space::read_pagemap(rt.pagemap.get(), r->address_of(p), n, pm.data())) break;
+        for (std::size_t k = 0; k < n; ++k)
+            if (pm[k] & (space::kPagemapPresent | space::kPagemapSwapped)) r->entry(p + k).state = PageState::host;
+    }
+    auto reg = rt.uffd->register_range(addr, len, uffd::Mode::missing | uffd::Mode::wp);
+    if (!reg) {
+        r->put();
+        return fail(why, reg.error().value(), "manage: userfaultfd registration refused: " + reg.error().message());
+    }
+    if (!rt.space.insert(r)) {
+        (void)rt.uffd->unregister_range(addr, len);
+        r->put();
+        return fail(why, EEXIST, "manage: the range overlaps memory the runtime already manages");
+    }
+    return {};
+}
+
+std::error_code child_refusal() { return errno_code(ECHILD); }
+
+}  // namespace
+
+std::error_code Runtime::manage(void* addr, std::size_t len, std::string* why) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    std::lock_guard lock(impl_->manage_lock);
+    return manage_locked(*impl_, addr, len, false, why);
+}
+
+std::error_code Runtime::unmanage(void* addr, std::size_t len) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    std::lock_guard lock(impl_->manage_lock);
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    auto r = impl_->space.find(start);
+    if (!r || r->start() != start || r->bytes() != len) return errno_code(ENOENT);
+    std::unique_lock migrations(impl_->migration_lock);
+    impl_->bring_all_home(*r);
+    (void)impl_->uffd->unregister_range(addr, len);
+    impl_->space.remove(r.get());
+    return {};
+}
+
+Result<void*> Runtime::allocate(std::size_t len) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    if (len == 0 || len > (std::size_t{1} << 47)) return errno_code(EINVAL);
+    len = (len + kPage - 1) / kPage * kPage;
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return last_errno();
+    std::lock_guard lock(impl_->manage_lock);
+    if (auto ec = manage_locked(*impl_, p, len, true, nullptr)) {
+        ::munmap(p, len);
+        return ec;
+    }
+    return p;
+}
+
+std::error_code Runtime::release(void* addr, std::size_t len) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    std::lock_guard lock(impl_->manage_lock);
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    len = (len + kPage - 1) / kPage * kPage;
+    auto r = impl_->space.find(start);
+    if (!r || r->start() != start || r->bytes() != len) return errno_code(ENOENT);
+    if (!r->owned()) return errno_code(EINVAL);
+    std::unique_lock migrations(impl_->migration_lock);
+    (void)impl_->uffd->unregister_range(addr, len);
+    impl_->space.remove(r.get());
+    ::munmap(addr, len);
+    // The memory is gone: its device pages are just freed.
+    for (std::size_t p = 0; p < r->pages(); ++p) {
+        std::lock_guard block(r->lock_for(p));
+        if (r->entry(p).state == PageState::device) (void)impl_->arena->put(r->entry(p).device);
+        r->entry(p).state = PageState::none;
+    }
+    return {};
+}
+
+// ---- migration requests ----------------------------------------------------------------------
+
+Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || !aligned(start) || !aligned(len) || start + len < start) return errno_code(EINVAL);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    std::shared_lock migrations(impl_->migration_lock);
+    // The whole request must be managed, or nothing is done.
+    struct Piece {
+        space::RangeRef range;
+        std::size_t first, count;
+    };
+    std::vector<Piece> pieces;
+    for (std::uintptr_t at = start; at < start + len;) {
+        auto r = impl_->space.find(at);
+        if (!r) return errno_code(EFAULT);
+        const std::uintptr_t stop = std::min(start + len, r->end());
+        pieces.push_back({r, r->index_of(at), (stop - at) / kPage});
+        at = stop;
+    }
+    MigrateResult result;
+    for (auto& piece : pieces) {
+        if (to == Target::device) impl_->migration->to_device(*piece.range, piece.first, piece.count, result);
+        else impl_->migration->to_host(*piece.range, piece.first, piece.count, result);
+    }
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return result;
+}
+
+// ---- queries ----------------------------------------------------------------------------------
+
+std::error_code Runtime::residency(const void* addr, std::size_t len, std::span<PageState> out) const {
+    const auto start = reinterpret_cast<std::uintptr_t>(addr) & ~(std::uintptr_t{kPage} - 1);
+    const auto end = reinterpret_cast<std::uintptr_t>(addr) + len;
+    const std::size_t pages = (end - start + kPage - 1) / kPage;
+    if (out.size() < pages) return errno_code(EINVAL);
+    space::RangeRef r;
+    for (std::size_t i = 0; i < pages; ++i) {
+        const std::uintptr_t a = start + i * kPage;
+        if (!r || !r->contains(a)) r = impl_->space.find(a);
+        if (!r) return errno_code(EFAULT);
+        const std::size_t p = r->index_of(a);
+        std::lock_guard lock(r->lock_for(p));
+        out[i] = r->entry(p).state;
+    }
+    return {};
+}
+
+Result<PageState> Runtime::state(const void* addr) const {
+    PageState s{};
+    if (auto ec = residency(addr, 1, {&s, 1})) return ec;
+    return s;
+}
+
+std::vector<RangeInfo> Runtime::ranges() const {
+    std::vector<space::RangeRef> refs;
+    impl_->space.snapshot(refs);
+    std::vector<RangeInfo> out;
+    out.reserve(refs.size());
+    for (auto& r : refs) {
+        RangeInfo info{r->start(), r->bytes(), r->owned(), {}};
+        for (std::size_t p = 0; p < r->pages();) {
+            const std::size_t end = r->block_end(p);
+            std::lock_guard lock(r->lock_for(p));
+            for (; p < end; ++p) ++info.pages[static_cast<int>(r->entry(p).state)];
+        }
+        out.push_back(info);
+    }
+    return out;
+}
+
+RuntimeStats Runtime::stats() const {
+    RuntimeStats s;
+    constexpr auto r = std::memory_order_relaxed;
+    impl_->space.for_each([&](space::ManagedRange& range) {
+        ++s.ranges;
+        s.managed_bytes += range.bytes();
+        s.metadata_bytes += range.metadata_bytes();
+    });
+    const auto& f = impl_->fault_counters;
+    s.faults = f.faults.load(r);
+    s.first_touch_faults = f.first_touch_faults.load(r);
+    s.device_faults = f.device_faults.load(r);
+    s.write_waits = f.write_waits.load(r);
+    s.pages_zero_filled = f.pages_zero_filled.load(r);
+    s.pages_to_host_on_fault = f.pages_to_host_on_fault.load(r);
+    const auto& m = impl_->migration_counters;
+    s.pages_to_device = m.pages_to_device.load(r);
+    s.pages_to_host = m.pages_to_host.load(r);
+    s.pages_discarded = m.pages_discarded.load(r);
+    s.migrate_failed_pages = m.failed_pages.load(r);
+    s.bytes_to_device = m.bytes_to_device.load(r);
+    s.bytes_to_host = m.bytes_to_host.load(r);
+    s.arena = impl_->arena->stats();
+    s.device_pages = s.arena.used_pages;
+    return s;
+}
+
+const RuntimeConfig& Runtime::config() const noexcept { return impl_->config; }
+
+std::string Runtime::describe() const {
+    return "arena: " + impl_->arena->describe() + "; engine: " + std::string(impl_->engine->name()) +
+           "; fault_threads=" + std::to_string(impl_->config.fault_threads) +
+           "; fault_around=" + devmem::format_size(impl_->config.fault_around) +
+           "; userfaultfd features: " + uffd::feature_names(impl_->uffd->features());
+}
+
+}  // namespace uhmm

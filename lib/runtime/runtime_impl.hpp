@@ -1,0 +1,78 @@
+// The runtime's state, shared by its public face (runtime.cpp), the fault and
+// event handler (fault_handler.cpp) and the fork guard (fork_guard.cpp).
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+
+#include <uhmm/copy_engine.hpp>
+#include <uhmm/devmem.hpp>
+#include <uhmm/fd.hpp>
+#include <uhmm/runtime.hpp>
+#include <uhmm/uffd.hpp>
+
+#include "migrate/migration.hpp"
+#include "migrate/self_zaps.hpp"
+#include "space/address_space.hpp"
+
+namespace uhmm {
+
+class FaultHandler;
+
+struct FaultCounters {
+    std::atomic<std::uint64_t> faults{0}, first_touch_faults{0}, device_faults{0}, write_waits{0};
+    std::atomic<std::uint64_t> pages_zero_filled{0}, pages_to_host_on_fault{0};
+};
+
+struct Runtime::Impl {
+    RuntimeConfig config;
+    pid_t pid = ::getpid();
+    std::atomic<bool> forked_child{false};   // this copy lives in a fork()ed child: inert
+
+    std::unique_ptr<devmem::Arena> arena;
+    std::unique_ptr<migrate::CopyEngine> engine;
+    std::optional<uffd::Uffd> uffd;
+    Fd pagemap;
+    devmem::OwnerId owner;
+    // Source of zeros for first touches: a read-only anonymous mapping of
+    // fault_around bytes (the kernel's zero page behind it, no memory).
+    std::byte* zeros = nullptr;
+    std::size_t zeros_len = 0;
+
+    migrate::SelfZaps zaps;
+    migrate::MigrationCounters migration_counters;
+    FaultCounters fault_counters;
+    std::optional<migrate::Migration> migration;
+    space::AddressSpace space;
+    std::unique_ptr<FaultHandler> handler;
+    std::unique_ptr<uffd::Monitor> monitor;
+
+    // Migrations hold it shared; fork's prepare, unmanage, release and
+    // destruction hold it exclusive (no migration may be half done then).
+    std::shared_mutex migration_lock;
+    // manage / unmanage / allocate / release, one at a time.
+    std::mutex manage_lock;
+
+    Impl() = default;
+    ~Impl();
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+
+    // Bring every device page of `r` home (migration_lock held exclusive).
+    void bring_all_home(space::ManagedRange& r);
+    // Before fork(): every device page home, migrations held off until after.
+    void prepare_fork();
+    void after_fork_parent() noexcept;
+    void after_fork_child() noexcept;
+};
+
+// The process-wide fork guard (pthread_atfork, registered once).
+void fork_guard_add(Runtime::Impl* rt);
+void fork_guard_remove(Runtime::Impl* rt);
+
+}  // namespace uhmm

@@ -1,0 +1,109 @@
+// One managed range and its page table: a state and a device page per 4 KiB
+// page, and a lock per 2 MiB block.
+//
+// A range lives in one anonymous mapping of its own (header, block locks,
+// page entries), never on the heap: the fault thread creates ranges when an
+// mremap moves managed pages somewhere new, and it must not call malloc (a
+// thread in fork() holds malloc's locks while it waits for that thread).
+// Fresh anonymous memory is zero, and all-zero entries mean "never touched",
+// so a new table costs no initialisation pass.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include <boost/intrusive/set_hook.hpp>
+
+#include <uhmm/arena_view.hpp>
+#include <uhmm/devmem.hpp>
+#include <uhmm/page_state.hpp>
+
+namespace uhmm::space {
+
+using devmem::PageIndex;
+inline constexpr std::size_t kPage = devmem::kPageSize;
+inline constexpr std::size_t kBlockPages = devmem::kChunkSize / kPage;   // one lock per 2 MiB
+
+// Per-page flags.
+enum PageFlag : std::uint8_t {
+    kDiscarded = 1u << 0,   // MIGRATING page dropped by the application (DONTNEED, munmap)
+    kHadData = 1u << 1,     // MIGRATING page that was present when collected (copied, then zapped)
+    kUnmapped = 1u << 2,    // munmap left a hole here: not the application's memory any more
+    kZapped = 1u << 3,      // MIGRATING page whose host copy the migration itself zapped
+};
+
+// 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE only.
+struct PageEntry {
+    PageIndex device;
+    PageState state;
+    std::uint8_t flags;
+    std::uint16_t spare;
+};
+static_assert(sizeof(PageEntry) == 8);
+
+class ManagedRange : public boost::intrusive::set_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {
+public:
+    // A range over [start, start + pages * kPage) with every page NONE;
+    // nullptr when the table cannot be mapped (ENOMEM). The tree's reference
+    // is the initial one.
+    static ManagedRange* create(std::uintptr_t start, std::size_t pages, bool owned) noexcept;
+
+    std::uintptr_t start() const noexcept { return start_; }
+    std::uintptr_t end() const noexcept { return start_ + pages_ * kPage; }
+    std::size_t pages() const noexcept { return pages_; }
+    std::size_t bytes() const noexcept { return pages_ * kPage; }
+    bool owned() const noexcept { return owned_; }
+    bool contains(std::uintptr_t addr) const noexcept { return addr >= start_ && addr < end(); }
+    std::size_t index_of(std::uintptr_t addr) const noexcept { return (addr - start_) / kPage; }
+    std::uintptr_t address_of(std::size_t page) const noexcept { return start_ + page * kPage; }
+
+    PageEntry& entry(std::size_t page) noexcept { return entries_[page]; }
+    const PageEntry& entry(std::size_t page) const noexcept { return entries_[page]; }
+    // The lock of the 2 MiB block (of the range) that holds `page`.
+    std::mutex& lock_for(std::size_t page) const noexcept { return locks_[page / kBlockPages]; }
+    std::size_t block_end(std::size_t page) const noexcept;   // first page of the next block (or pages())
+
+    // References: the tree holds one while the range is managed; lookups take
+    // one for as long as they use the range. The last put() unmaps the table.
+    void get() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+    void put() noexcept;
+    bool dead() const noexcept { return dead_.load(std::memory_order_acquire); }
+    void mark_dead() noexcept { dead_.store(true, std::memory_order_release); }
+
+    // Bytes of metadata this range costs (header, locks, entries).
+    std::size_t metadata_bytes() const noexcept { return table_bytes_; }
+
+    // The fault window, as the kernel's readahead: doubles while faults walk
+    // the range in order, back to one page on a random touch. Returns the
+    // window in pages (a power of two ≤ max_pages) for a fault at `page`.
+    std::size_t fault_window(std::size_t page, std::size_t max_pages) noexcept;
+
+    ManagedRange(const ManagedRange&) = delete;
+    ManagedRange& operator=(const ManagedRange&) = delete;
+
+private:
+    ManagedRange(std::uintptr_t start, std::size_t pages, bool owned, std::size_t table_bytes,
+                 std::mutex* locks, PageEntry* entries) noexcept;
+    ~ManagedRange() = default;
+
+    std::uintptr_t start_;
+    std::size_t pages_;
+    bool owned_;
+    std::size_t table_bytes_;
+    std::mutex* locks_;
+    PageEntry* entries_;
+    std::atomic<std::uint32_t> refs_{1};
+    std::atomic<bool> dead_{false};
+    std::atomic<std::size_t> next_expected_{~std::size_t{0}};
+    std::atomic<std::size_t> window_{1};
+};
+
+// Ordering for the tree: by start address.
+struct RangeStart {
+    using type = std::uintptr_t;
+    type operator()(const ManagedRange& r) const noexcept { return r.start(); }
+};
+
+}  // namespace uhmm::space
