@@ -100,10 +100,14 @@ class Runtime {
 public:
     // Open the userfaultfd, build the arena and the copy engine, start the
     // fault threads. Errors: EPERM/ENOSYS (no userfaultfd: `*why` is the
-    // probe's one line), the arena's and engine's errors.
+    // probe's one line), ENOTSUP (the kernel lacks anonymous WP faults or the
+    // REMOVE/UNMAP/REMAP events: Linux 5.7+), the arena's and engine's errors
+    // in their own categories (a CUDA engine's message is CUDA's), errnos of
+    // opening /proc/self/pagemap, mmap and starting the fault threads.
     static Result<std::unique_ptr<Runtime>> create(const RuntimeConfig& config = {},
                                                    std::string* why = nullptr);
-    // Brings every device page home, then stops: no data is left behind.
+    // Brings every device page home, then stops. A page that cannot come
+    // home (a copy error) is logged and lost: there is no one left to tell.
     ~Runtime();
     Runtime(const Runtime&) = delete;
     Runtime& operator=(const Runtime&) = delete;
@@ -112,15 +116,21 @@ public:
     // wholly mapped). Refused: shared mappings (ENOENT, as hmm_range_fault
     // does), file-backed or hugetlb mappings (EINVAL), unaligned or zero
     // lengths (EINVAL), unmapped addresses (EFAULT), overlap with a managed
-    // range (EEXIST), a mapping another userfaultfd owns (EBUSY).
+    // range (EEXIST), a mapping a userfaultfd owns (EBUSY; also the part of a
+    // managed mapping that mremap grew). ENOMEM: no memory for the tables.
+    // Every mutating call returns ECHILD in a fork()ed child (see fork).
     std::error_code manage(void* addr, std::size_t len, std::string* why = nullptr);
     // Give a whole managed range back (its device pages come home first).
-    // ENOENT when [addr, addr+len) is not exactly one managed range.
+    // ENOENT when [addr, addr+len) is not exactly one managed range (len is
+    // compared as given); EIO (or the copy's error) when some device pages
+    // could not come home: the range then stays managed, nothing lost.
     std::error_code unmanage(void* addr, std::size_t len);
 
     // Map len bytes (rounded up to pages) of private anonymous memory and manage it.
     Result<void*> allocate(std::size_t len);
-    // Unmanage and unmap memory from allocate() (device pages are just freed).
+    // Unmanage and unmap memory from allocate() (device pages are just freed;
+    // len is rounded up to pages). ENOENT: not exactly one managed range at
+    // addr of that length; EINVAL: a range from manage() (use unmanage).
     std::error_code release(void* addr, std::size_t len);
 
     // Move [addr, addr+len) to the device or home. The range must be page-
@@ -130,14 +140,15 @@ public:
     Result<MigrateResult> migrate(void* addr, std::size_t len, Target to);
 
     // Where each page of [addr, addr+len) is now (one entry per page).
-    // EFAULT when a page is not managed.
+    // EFAULT when a page is not managed, EINVAL when `out` is too short.
     std::error_code residency(const void* addr, std::size_t len, std::span<PageState> out) const;
     Result<PageState> state(const void* addr) const;
 
     std::vector<RangeInfo> ranges() const;
     RuntimeStats stats() const;
     const RuntimeConfig& config() const noexcept;
-    // One line: arena (and fallbacks), engine, fault threads, features.
+    // One line: arena (and fallbacks), engine, fault threads, fault_around,
+    // userfaultfd features.
     std::string describe() const;
 
     struct Impl;

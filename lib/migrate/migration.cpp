@@ -147,8 +147,11 @@ void Migration::fail_page(ManagedRange& r, std::size_t page, std::error_code why
     std::lock_guard lock(r.lock_for(page));
     PageEntry& e = r.entry(page);
     (void)c_.arena.put(e.device);
+    // Back where it was: on the host if it had data or was refilled since,
+    // never-touched (or dropped by the application) otherwise.
     const bool dropped = e.flags & space::kDiscarded;
-    e.state = dropped ? PageState::none : (e.flags & space::kHadData ? PageState::host : PageState::none);
+    const bool on_host = (e.flags & space::kRefilled) || (!dropped && (e.flags & space::kHadData));
+    e.state = on_host ? PageState::host : PageState::none;
     e.flags &= space::kUnmapped;
     ++out.failed;
     if (!out.error) out.error = why;
@@ -240,50 +243,42 @@ void Migration::finish(ManagedRange& r, Batch& b, MigrateResult& out) {
         }
     }
 
-    // Zap the copied host pages, one claimed run at a time (the Remove events
-    // are ours). madvise returns once its event is read; the claim holds
-    // until the fault thread has also handled it.
-    for (std::size_t i = 0; i < n;) {
-        if (!b.had_data[i] || !b.ok[i]) {
-            ++i;
-            continue;
-        }
-        std::size_t j = i + 1;
-        while (j < n && b.had_data[j] && b.ok[j] && b.pages[j] == b.pages[j - 1] + 1) ++j;
-        // Marked first: a MISSING fault on a MIGRATING page that was present
-        // and is not marked means someone else zapped it (see the handler).
-        for (std::size_t k = i; k < j; ++k) {
-            std::lock_guard lock(r.lock_for(b.pages[k]));
-            r.entry(b.pages[k]).flags |= space::kZapped;
-        }
-        SelfZaps::Claim claim(c_.zaps, r.address_of(b.pages[i]), r.address_of(b.pages[j - 1] + 1));
-        // ENOMEM: the application unmapped it meanwhile (its Unmap event
-        // marked the pages discarded): nothing to zap.
-        (void)::madvise(reinterpret_cast<void*>(r.address_of(b.pages[i])), (j - i) * kPage, MADV_DONTNEED);
-        if (c_.events_handled) c_.events_handled();
-        i = j;
-    }
-
-    // Record, then release the waiting threads.
+    // Zap the copied host pages and record DEVICE, one block at a time under
+    // its lock: a page the application dropped meanwhile is left alone (what
+    // is there now is not what was copied), and no fault can refill a page
+    // between that check and the zap.
+    std::vector<std::size_t> fallback;   // indexes into b.pages: MOVE refused them
     std::size_t moved = 0;
     for (std::size_t i = 0; i < n;) {
         const std::size_t end = r.block_end(b.pages[i]);
         std::lock_guard lock(r.lock_for(b.pages[i]));
-        for (; i < n && b.pages[i] < end; ++i) {
-            if (!b.ok[i]) continue;
-            PageEntry& e = r.entry(b.pages[i]);
-            if (e.flags & space::kDiscarded) {
-                // The application dropped it while it moved: it reads as zero.
-                (void)c_.arena.put(e.device);
-                e.state = PageState::none;
-                c_.counters.pages_discarded.fetch_add(1, std::memory_order_relaxed);
-            } else {
-                e.state = PageState::device;
+        std::size_t j = i;
+        while (j < n && b.pages[j] < end) ++j;
+        auto zappable = [&](std::size_t k) {
+            return b.ok[k] && b.had_data[k] && !(r.entry(b.pages[k]).flags & (space::kDiscarded | space::kRefilled));
+        };
+        const std::size_t fallback_before = fallback.size();
+        for (std::size_t k = i; k < j;) {
+            if (!zappable(k)) {
+                ++k;
+                continue;
             }
-            e.flags &= space::kUnmapped;
+            std::size_t e = k + 1;
+            while (e < j && zappable(e) && b.pages[e] == b.pages[e - 1] + 1) ++e;
+            zap_run_locked(r, b, k, e, fallback);
+            k = e;
+        }
+        for (std::size_t f = fallback_before; f < fallback.size(); ++f)
+            r.entry(b.pages[fallback[f]]).flags |= space::kZapped;
+        for (std::size_t k = i; k < j; ++k) {
+            PageEntry& e = r.entry(b.pages[k]);
+            if (!b.ok[k] || (e.flags & space::kZapped)) continue;
+            record_locked(e);
             ++moved;
         }
+        i = j;
     }
+    moved += zap_by_madvise(r, b, fallback);
     out.migrated += moved;
     out.bytes += b.copied;
     c_.counters.pages_to_device.fetch_add(moved, std::memory_order_relaxed);
@@ -292,6 +287,56 @@ void Migration::finish(ManagedRange& r, Batch& b, MigrateResult& out) {
         const std::size_t span = b.pages.back() + 1 - b.pages.front();
         (void)c_.uffd.wake(reinterpret_cast<void*>(r.address_of(b.pages.front())), span * kPage);
     }
+}
+
+void Migration::record_locked(PageEntry& e) noexcept {
+    if (e.flags & (space::kDiscarded | space::kRefilled)) {
+        // The application dropped it while it moved (or it vanished under
+        // the copy): the copy is not the page's content. A refilled page is
+        // on the host now, the rest read as zero.
+        (void)c_.arena.put(e.device);
+        e.state = (e.flags & space::kRefilled) ? PageState::host : PageState::none;
+        c_.counters.pages_discarded.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        e.state = PageState::device;
+    }
+    e.flags &= space::kUnmapped;
+}
+
+void Migration::zap_run_locked(ManagedRange& r, const Batch& b, std::size_t k, std::size_t e,
+                               std::vector<std::size_t>& fallback) noexcept {
+    // Pages [k, e) of the batch, contiguous, in one block whose lock is held.
+    for (std::size_t at = k; at < e;) {
+        if (!c_.zapper) {
+            for (; at < e; ++at) fallback.push_back(at);
+            return;
+        }
+        const auto z = c_.zapper->zap(r.address_of(b.pages[at]), (e - at) * kPage);
+        at += z.bytes / kPage;
+        if (at < e) fallback.push_back(at++);   // refused (shared, read-only): MADV_DONTNEED
+    }
+}
+
+std::size_t Migration::zap_by_madvise(ManagedRange& r, Batch& b, const std::vector<std::size_t>& pages) {
+    // The fallback: MADV_DONTNEED sends a Remove event and waits for its read,
+    // so it runs unlocked, claimed in SelfZaps; the pages are kZapped, so a
+    // fault on them waits for the record below rather than refilling them.
+    for (std::size_t i = 0; i < pages.size();) {
+        std::size_t j = i + 1;
+        while (j < pages.size() && b.pages[pages[j]] == b.pages[pages[j - 1]] + 1) ++j;
+        const std::uintptr_t from = r.address_of(b.pages[pages[i]]), to = r.address_of(b.pages[pages[j - 1]] + 1);
+        SelfZaps::Claim claim(c_.zaps, from, to);
+        // ENOMEM: the application unmapped it meanwhile (its Unmap event
+        // marks the pages discarded): nothing to zap.
+        (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+        if (c_.events_handled) c_.events_handled();
+        i = j;
+    }
+    for (std::size_t i : pages) {
+        std::lock_guard lock(r.lock_for(b.pages[i]));
+        record_locked(r.entry(b.pages[i]));
+    }
+    return pages.size();
 }
 
 void Migration::to_device(ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out) {

@@ -11,11 +11,13 @@
 //      in a WP fault), zero the device pages of absent ones (no copy);
 //   3. copy: one CopyEngine batch; the next batch is collected and frozen
 //      while it is in flight;
-//   then zap the copied host pages (MADV_DONTNEED, claimed in SelfZaps so the
-//   fault thread knows the Remove event is ours), record DEVICE, and wake the
-//   waiting writers, who fault MISSING and bring their page home. A page whose
-//   copy failed is un-protected and stays on the host; a page the application
-//   dropped meanwhile (kDiscarded) ends NONE.
+//   then, block by block under its lock, zap the copied host pages (UFFDIO_MOVE
+//   into a scratch area, see host_zapper.hpp; MADV_DONTNEED claimed in
+//   SelfZaps for pages MOVE refuses) and record DEVICE; then wake the waiting
+//   writers, who fault MISSING and bring their page home. A page whose copy
+//   failed is un-protected and stays on the host; a page the application
+//   dropped meanwhile (kDiscarded) is not zapped and ends NONE, or HOST when
+//   a fault refilled it (kRefilled).
 //
 // Home: UFFDIO_COPY straight from the arena's CPU mapping (one copy, contiguous
 // device runs in one ioctl), then the device page's reference is dropped.
@@ -25,12 +27,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include <uhmm/copy_engine.hpp>
 #include <uhmm/devmem.hpp>
 #include <uhmm/migrate_result.hpp>
 #include <uhmm/uffd.hpp>
 
+#include "migrate/host_zapper.hpp"
 #include "migrate/self_zaps.hpp"
 #include "space/managed_range.hpp"
 
@@ -49,6 +53,7 @@ struct MigrationContext {
     devmem::OwnerId owner;
     CopyEngine& engine;
     int pagemap_fd;
+    HostZapper* zapper;             // nullptr without UFFDIO_MOVE: every zap is MADV_DONTNEED
     SelfZaps& zaps;
     MigrationCounters& counters;
     std::size_t batch_pages;        // pages per collect/freeze/copy step
@@ -93,6 +98,10 @@ private:
     void collect(space::ManagedRange& r, std::size_t first, std::size_t count, Batch& b, MigrateResult& out);
     void freeze_and_submit(space::ManagedRange& r, Batch& b, MigrateResult& out);
     void finish(space::ManagedRange& r, Batch& b, MigrateResult& out);
+    void zap_run_locked(space::ManagedRange& r, const Batch& b, std::size_t k, std::size_t e,
+                        std::vector<std::size_t>& fallback) noexcept;
+    std::size_t zap_by_madvise(space::ManagedRange& r, Batch& b, const std::vector<std::size_t>& pages);
+    void record_locked(space::PageEntry& e) noexcept;
     void fail_page(space::ManagedRange& r, std::size_t page, std::error_code why, MigrateResult& out) noexcept;
     HomeOutcome copy_home(std::uintptr_t dst, devmem::PageIndex first_device, std::size_t pages, bool wake) noexcept;
 

@@ -44,13 +44,20 @@ FaultDisposition FaultHandler::on_fault(const uffd::PageFault& fault) noexcept {
                 rt_.fault_counters.write_waits.fetch_add(1, std::memory_order_relaxed);
                 return FaultDisposition::retry_later;
             }
-            // Dropped by the application while it moved (its Remove event may
-            // be handled before its zap, so a present page that vanished
-            // without our zap counts too): the copy engine's own read may be
-            // the faulting access, and the page reads as zero.
-            // (A stale message about a page that is present meets EEXIST.)
-            if ((e.flags & space::kDiscarded) || ((e.flags & space::kHadData) && !(e.flags & space::kZapped)))
-                return zero_one(addr);
+            // Copied, and left to the MADV_DONTNEED fallback zap: wait for
+            // the record (refilling it now would be zapped with the write).
+            if (e.flags & space::kZapped) return FaultDisposition::retry_later;
+            // Present when collected and gone now: the application dropped it
+            // (its Remove or Unmap event, handled before this fault, set
+            // kDiscarded). The copy engine's own read may be the faulting
+            // access, so serve zeros; the migration, seeing kRefilled, leaves
+            // the page on the host. A never-touched page waits instead.
+            if (e.flags & (space::kDiscarded | space::kHadData)) {
+                bool installed = false;
+                const auto d = zero_one(addr, &installed);
+                if (installed) e.flags |= space::kRefilled;
+                return d;
+            }
             return FaultDisposition::retry_later;
         case PageState::device: {
             if (fault.wp) {
@@ -78,10 +85,12 @@ FaultDisposition FaultHandler::on_fault(const uffd::PageFault& fault) noexcept {
     return FaultDisposition::resolved;
 }
 
-FaultDisposition FaultHandler::zero_one(std::uintptr_t addr) noexcept {
+FaultDisposition FaultHandler::zero_one(std::uintptr_t addr, bool* installed) noexcept {
     const auto o = rt_.uffd->copy(reinterpret_cast<void*>(addr), rt_.zeros, kPage);
     switch (o.status) {
-        case Status::done: return FaultDisposition::resolved;
+        case Status::done:
+            if (installed) *installed = true;
+            return FaultDisposition::resolved;
         case Status::retry:
         case Status::partial: return FaultDisposition::retry_later;
         default:
@@ -180,13 +189,20 @@ void FaultHandler::invalidate(std::uintptr_t start, std::uintptr_t end, bool unm
          r = rt_.space.first_ending_after(r->end())) {
         const std::uintptr_t a = std::max(start, r->start()), b = std::min(end, r->end());
         for (std::size_t p = r->index_of(a), last = r->index_of(b); p < last;) {
-            const std::size_t block_end = std::min(last, r->block_end(p));
+            const std::size_t first = p, block_end = std::min(last, r->block_end(p));
             std::lock_guard lock(r->lock_for(p));
             for (; p < block_end; ++p) {
                 PageEntry& e = r->entry(p);
                 if (e.state == PageState::migrating) e.flags |= space::kDiscarded;   // its migration frees it
                 else rt_.migration->discard_locked(e);
             }
+            // madvise zaps the pages only after this event is read, maybe
+            // after a migration has collected and copied them as if they
+            // still held data. Zap them now, under the lock, so that from
+            // here on the table and the page tables agree (MADV_FREE's pages
+            // are freed at once: a state the kernel may also choose).
+            if (!unmapped && rt_.zapper)
+                (void)rt_.zapper->zap(r->address_of(first), (block_end - first) * kPage);
         }
         if (unmapped && a == r->start() && b == r->end()) {
             rt_.space.remove(r.get());

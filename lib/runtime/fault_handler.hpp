@@ -28,7 +28,7 @@ private:
                                        std::size_t last) noexcept;
     uffd::FaultDisposition device_fault(space::ManagedRange& r, std::size_t page, std::size_t first,
                                         std::size_t last) noexcept;
-    uffd::FaultDisposition zero_one(std::uintptr_t addr) noexcept;
+    uffd::FaultDisposition zero_one(std::uintptr_t addr, bool* installed = nullptr) noexcept;
     // Pages [start, end) no longer hold what they held (DONTNEED, munmap).
     void invalidate(std::uintptr_t start, std::uintptr_t end, bool unmapped) noexcept;
     // Where moved pages land: the range holding `addr`, or a new one over the

@@ -69,7 +69,7 @@ void Runtime::Impl::prepare_fork() {
     migration_lock.lock();
     std::vector<space::RangeRef> ranges;
     space.snapshot(ranges);
-    for (auto& r : ranges) bring_all_home(*r);
+    for (auto& r : ranges) (void)bring_all_home(*r);   // logged; fork goes on regardless
 }
 
 void Runtime::Impl::after_fork_parent() noexcept { migration_lock.unlock(); }
@@ -80,6 +80,10 @@ void Runtime::Impl::after_fork_child() noexcept {
     // parent's /proc/<pid>/pagemap: never use them here.
     if (uffd) ::close(uffd->fd());
     if (pagemap) ::close(pagemap.get());
+    if (zapper) {
+        ::close(zapper->fd());
+        ::close(zapper->pagemap_fd());
+    }
     migration_lock.unlock();
 }
 

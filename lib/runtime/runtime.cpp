@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <vector>
 
 #include "base/log.hpp"
@@ -20,10 +21,11 @@ using space::kPage;
 
 namespace {
 
-std::error_code fail(std::string* why, int err, std::string text) {
+std::error_code fail(std::string* why, std::error_code ec, std::string text) {
     if (why) *why = std::move(text);
-    return errno_code(err);
+    return ec;
 }
+std::error_code fail(std::string* why, int err, std::string text) { return fail(why, errno_code(err), std::move(text)); }
 
 bool aligned(std::uintptr_t v) { return v % kPage == 0; }
 
@@ -39,12 +41,13 @@ constexpr std::uint64_t kRequired = uffd::feature::pagefault_flag_wp | uffd::fea
 
 // ---- teardown ------------------------------------------------------------------------
 
-void Runtime::Impl::bring_all_home(space::ManagedRange& r) {
-    MigrateResult ignored;
-    migration->to_host(r, 0, r.pages(), ignored);
-    if (ignored.failed)
-        log::get().error("range {:#x}+{}: {} device pages could not come home: {}", r.start(), r.bytes(),
-                         ignored.failed, ignored.error.message());
+std::error_code Runtime::Impl::bring_all_home(space::ManagedRange& r) {
+    MigrateResult result;
+    migration->to_host(r, 0, r.pages(), result);
+    if (!result.failed) return {};
+    log::get().error("range {:#x}+{}: {} device pages could not come home: {}", r.start(), r.bytes(), result.failed,
+                     result.error.message());
+    return result.error ? result.error : errno_code(EIO);
 }
 
 Runtime::Impl::~Impl() {
@@ -70,10 +73,13 @@ Runtime::~Runtime() {
     }
     fork_guard_remove(impl_.get());
     {
+        // munmap returns once its Unmap event is read: let it be handled, so
+        // that pages of memory already gone are not looked for.
+        impl_->monitor->wait_events_handled();
         std::unique_lock lock(impl_->migration_lock);
         std::vector<space::RangeRef> ranges;
         impl_->space.snapshot(ranges);
-        for (auto& r : ranges) impl_->bring_all_home(*r);
+        for (auto& r : ranges) (void)impl_->bring_all_home(*r);   // said in the log; nothing else to do
     }
     impl_.reset();
 }
@@ -91,21 +97,21 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
         if (u.error() == std::errc::not_supported)
             return fail(why, ENOTSUP, "userfaultfd: this kernel lacks write-protect faults on anonymous memory "
                                       "or the REMOVE/UNMAP/REMAP events (needs Linux 5.7+)");
-        return fail(why, u.error().value(), "userfaultfd: " + u.error().message());
+        return fail(why, u.error(), "userfaultfd: " + u.error().message());
     }
     impl->uffd.emplace(std::move(*u));
 
     std::string arena_why;
     auto arena = devmem::Arena::create(config.arena, &arena_why);
-    if (!arena) return fail(why, arena.error().value(), "arena: " + arena_why);
+    if (!arena) return fail(why, arena.error(), "arena: " + arena_why);
     impl->arena = std::move(*arena);
 
     auto engine = migrate::make_copy_engine(config.engine, impl->arena->view());
-    if (!engine) return fail(why, engine.error().value(), "engine: " + engine.error().message());
+    if (!engine) return fail(why, engine.error(), "engine: " + engine.error().message());
     impl->engine = std::move(*engine);
 
     auto owner = impl->arena->add_owner(impl.get());
-    if (!owner) return fail(why, owner.error().value(), "arena owner: " + owner.error().message());
+    if (!owner) return fail(why, owner.error(), "arena owner: " + owner.error().message());
     impl->owner = *owner;
 
     impl->pagemap.reset(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
@@ -116,14 +122,24 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     if (z == MAP_FAILED) return fail(why, errno, "cannot map the zero source: " + last_errno().message());
     impl->zeros = static_cast<std::byte*>(z);
 
+    std::string zapper_why;
+    impl->zapper = migrate::HostZapper::create(&zapper_why);
+    if (!impl->zapper) {
+        static std::once_flag said;
+        std::call_once(said, [&] {
+            log::get().warn("host pages are zapped with MADV_DONTNEED ({}): an application DONTNEED racing with a "
+                            "migration of the same pages can be mistaken for the runtime's own", zapper_why);
+        });
+    }
+
     impl->migration.emplace(migrate::MigrationContext{*impl->uffd, *impl->arena, impl->owner, *impl->engine,
-                                                      impl->pagemap.get(), impl->zaps, impl->migration_counters,
+                                                      impl->pagemap.get(), impl->zapper.get(), impl->zaps, impl->migration_counters,
                                                       config.migrate_batch / kPage,
                                                       [rt = impl.get()] { rt->monitor->wait_events_handled(); }});
     impl->handler = std::make_unique<FaultHandler>(*impl);
     impl->monitor = std::make_unique<uffd::Monitor>(*impl->uffd, *impl->handler,
                                                     uffd::MonitorOptions{.threads = config.fault_threads});
-    if (auto ec = impl->monitor->start()) return fail(why, ec.value(), "fault threads: " + ec.message());
+    if (auto ec = impl->monitor->start()) return fail(why, ec, "fault threads: " + ec.message());
     fork_guard_add(impl.get());
     return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
 }
@@ -170,8 +186,12 @@ std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bo
     if (len == 0 || !aligned(start) || !aligned(len))
         return fail(why, EINVAL, "manage: address and length must be non-zero multiples of 4096");
     if (start + len < start) return fail(why, EINVAL, "manage: the range wraps around the address space");
-    if (rt.space.overlaps(start, start + len) && carve_out_holes(rt, start, start + len))
-        return fail(why, EEXIST, "manage: the range overlaps memory the runtime already manages");
+    if (rt.space.overlaps(start, start + len)) {
+        if (auto ec = carve_out_holes(rt, start, start + len))
+            return fail(why, ec, ec == std::errc::file_exists
+                                     ? "manage: the range overlaps memory the runtime already manages"
+                                     : "manage: cannot cut munmap holes out of managed ranges: " + ec.message());
+    }
     if (auto ec = space::check_manageable(start, start + len, why)) return ec;
 
     // 4 KiB pages: each is protected, copied and zapped on its own.
@@ -189,7 +209,7 @@ std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bo
     auto reg = rt.uffd->register_range(addr, len, uffd::Mode::missing | uffd::Mode::wp);
     if (!reg) {
         r->put();
-        return fail(why, reg.error().value(), "manage: userfaultfd registration refused: " + reg.error().message());
+        return fail(why, reg.error(), "manage: userfaultfd registration refused: " + reg.error().message());
     }
     if (!rt.space.insert(r)) {
         (void)rt.uffd->unregister_range(addr, len);
@@ -216,7 +236,9 @@ std::error_code Runtime::unmanage(void* addr, std::size_t len) {
     auto r = impl_->space.find(start);
     if (!r || r->start() != start || r->bytes() != len) return errno_code(ENOENT);
     std::unique_lock migrations(impl_->migration_lock);
-    impl_->bring_all_home(*r);
+    // A page that cannot come home would be lost once unregistered: keep
+    // the range managed and say so.
+    if (auto ec = impl_->bring_all_home(*r)) return ec;
     (void)impl_->uffd->unregister_range(addr, len);
     impl_->space.remove(r.get());
     return {};

@@ -16,6 +16,7 @@
 #include <uhmm/runtime.hpp>
 #include <uhmm/uffd.hpp>
 
+#include "migrate/host_zapper.hpp"
 #include "migrate/migration.hpp"
 #include "migrate/self_zaps.hpp"
 #include "space/address_space.hpp"
@@ -44,6 +45,8 @@ struct Runtime::Impl {
     std::byte* zeros = nullptr;
     std::size_t zeros_len = 0;
 
+    // Zaps without Remove events (UFFDIO_MOVE); nullptr before Linux 6.8.
+    std::unique_ptr<migrate::HostZapper> zapper;
     migrate::SelfZaps zaps;
     migrate::MigrationCounters migration_counters;
     FaultCounters fault_counters;
@@ -63,8 +66,9 @@ struct Runtime::Impl {
     Impl(const Impl&) = delete;
     Impl& operator=(const Impl&) = delete;
 
-    // Bring every device page of `r` home (migration_lock held exclusive).
-    void bring_all_home(space::ManagedRange& r);
+    // Bring every device page of `r` home (migration_lock held exclusive);
+    // an error (logged) when some could not come.
+    std::error_code bring_all_home(space::ManagedRange& r);
     // Before fork(): every device page home, migrations held off until after.
     void prepare_fork();
     void after_fork_parent() noexcept;

@@ -31,7 +31,8 @@ enum PageFlag : std::uint8_t {
     kDiscarded = 1u << 0,   // MIGRATING page dropped by the application (DONTNEED, munmap)
     kHadData = 1u << 1,     // MIGRATING page that was present when collected (copied, then zapped)
     kUnmapped = 1u << 2,    // munmap left a hole here: not the application's memory any more
-    kZapped = 1u << 3,      // MIGRATING page whose host copy the migration itself zapped
+    kZapped = 1u << 3,      // MIGRATING page copied, left to the MADV_DONTNEED fallback zap
+    kRefilled = 1u << 4,    // MIGRATING page that vanished under its copy and was zero-filled
 };
 
 // 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE only.

@@ -188,20 +188,42 @@ inline std::size_t first_nonzero(const std::byte* p, std::size_t len) {
     return len;
 }
 
-// How many pages of [p, p+len) the CPU page table maps now (present or
-// swapped, from /proc/self/pagemap): a device page must not be one of them
-// (the runtime zapped it), or nothing was moved at all. -1 when unreadable.
-inline long cpu_mapped_pages(const void* p, std::size_t len) {
+// The pagemap entries of [p, p+len), empty when unreadable.
+inline std::vector<std::uint64_t> pagemap_entries(const void* p, std::size_t len) {
     const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
+    if (fd < 0) return {};
     std::vector<std::uint64_t> e(len / kPage);
     const auto off = static_cast<off_t>(addr_of(p) / kPage * sizeof(std::uint64_t));
     const ssize_t want = static_cast<ssize_t>(e.size() * sizeof(std::uint64_t));
     const ssize_t got = ::pread(fd, e.data(), static_cast<std::size_t>(want), off);
     ::close(fd);
-    if (got != want) return -1;
+    if (got != want) return {};
+    return e;
+}
+
+// Bit 63 present, bit 62 swapped: the CPU page table maps the page.
+inline bool cpu_mapped(std::uint64_t pagemap_entry) { return (pagemap_entry >> 62) & 3; }
+
+// How many pages of [p, p+len) the CPU page table maps now (present or
+// swapped, from /proc/self/pagemap): a device page must not be one of them
+// (the runtime zapped it), or nothing was moved at all. -1 when unreadable.
+inline long cpu_mapped_pages(const void* p, std::size_t len) {
+    const auto e = pagemap_entries(p, len);
+    if (e.empty()) return -1;
+    return static_cast<long>(std::count_if(e.begin(), e.end(), cpu_mapped));
+}
+
+// Pages of [p, p+len) that the runtime calls DEVICE while the CPU page
+// table still maps them: a CPU access would then bypass the runtime (the
+// device copy is stale or the CPU page is). Must be 0 whenever no migration
+// is in flight. -1 when pagemap is unreadable.
+inline long device_but_cpu_mapped(const Runtime& rt, const void* p, std::size_t len) {
+    std::vector<PageState> st(len / kPage, PageState::none);
+    if (rt.residency(p, len, st)) return -1;
+    const auto e = pagemap_entries(p, len);
+    if (e.empty()) return -1;
     long n = 0;
-    for (auto v : e) n += (v >> 62) & 3 ? 1 : 0;   // bit 63 present, bit 62 swapped
+    for (std::size_t i = 0; i < e.size(); ++i) n += st[i] == PageState::device && cpu_mapped(e[i]);
     return n;
 }
 
