@@ -1,0 +1,151 @@
+// uhmm::mirror — keeping a device's view of the address space in step with
+// the process: interval notifiers with sequence numbers, as the kernel's
+// mmu_interval_notifier.
+//
+// A device that mirrors [start, end) derives a Notifier and inserts it in the
+// runtime's registry. The runtime calls invalidate() for every change that
+// touches the interval: munmap or mremap away (unmap), madvise DONTNEED/FREE/
+// REMOVE (clear), mprotect (protection), a migration (migrate, with the
+// migrating device as owner so it can ignore its own), the runtime's end
+// (release) and fork (fork). The device takes its own lock there and drops
+// its entries for the range.
+//
+// To program its page table without racing an invalidation, a device does
+// what a kernel driver does:
+//
+//     again:
+//         seq = notifier.read_begin();     // waits out a running invalidation
+//         ... look up / fault the pages (range_fault), without the device lock ...
+//         lock(device);
+//         if (notifier.read_retry(seq)) { unlock(device); goto again; }
+//         ... program the device's entries ...
+//         unlock(device);
+//
+// The registry changes the notifier's sequence before each callback starts,
+// so an invalidation that begins after read_begin() is always seen by
+// read_retry(), and the callback (which takes the device lock) runs after any
+// entries programmed under that lock: either way no stale entry survives.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <string_view>
+#include <system_error>
+
+#include <boost/intrusive/set.hpp>
+
+namespace uhmm::mirror {
+
+enum class Event : std::uint8_t {
+    unmap,        // munmap, mremap away from here, a shrink
+    clear,        // madvise DONTNEED / FREE / REMOVE: the pages read zero next
+    protection,   // mprotect (reported by the preload hooks)
+    migrate,      // the runtime moved pages between host and device (see owner)
+    release,      // the runtime is going away: drop everything
+    fork,         // fork(): pages became copy-on-write
+};
+std::string_view to_string(Event e) noexcept;
+
+struct Invalidation {
+    std::uintptr_t start = 0, end = 0;   // [start, end), page-aligned
+    Event event = Event::unmap;
+    // false: the caller cannot wait (a background policy). The callback may
+    // then answer "would block" and the caller backs off and retries later.
+    bool blockable = true;
+    // migrate: who asked for the migration (nullptr: the CPU or the
+    // application). A device passes itself and skips its own.
+    const void* owner = nullptr;
+};
+
+class NotifierRegistry;
+
+// One device's interest in an interval. Derive and implement invalidate().
+class Notifier {
+public:
+    Notifier() = default;
+    virtual ~Notifier() = default;   // remove it from its registry first
+    Notifier(const Notifier&) = delete;
+    Notifier& operator=(const Notifier&) = delete;
+
+    // Called for each invalidation that overlaps [start(), end()), with no
+    // runtime lock held: take the device's lock, drop the device's entries
+    // of [inv.start, inv.end), return true. Return false ("would block")
+    // only when !inv.blockable and the device lock is busy. `seq` is the
+    // sequence number this invalidation gave the notifier. Must not throw,
+    // insert or remove notifiers, or touch managed memory that may be on the
+    // device (the thread may be one the fault path waits for).
+    virtual bool invalidate(const Invalidation& inv, std::uint64_t seq) noexcept = 0;
+
+    // Wait until no invalidation of this notifier is running; return the
+    // sequence number to pass to read_retry().
+    std::uint64_t read_begin() const;
+    // True when an invalidation began since read_begin() returned `seq`:
+    // what was looked up may be stale, start again. Call it under the lock
+    // the callback takes.
+    bool read_retry(std::uint64_t seq) const noexcept { return seq_.load(std::memory_order_acquire) != seq; }
+
+    std::uintptr_t start() const noexcept { return start_; }
+    std::uintptr_t end() const noexcept { return end_; }
+    bool inserted() const noexcept { return registry_ != nullptr; }
+
+private:
+    friend class NotifierRegistry;
+    struct ByStart {
+        bool operator()(const Notifier& a, const Notifier& b) const noexcept { return a.start_ < b.start_; }
+    };
+    void begin_invalidation(std::uint64_t seq);
+    void end_invalidation();
+
+    boost::intrusive::set_member_hook<> hook_;
+    std::uintptr_t start_ = 0, end_ = 0;
+    NotifierRegistry* registry_ = nullptr;
+    std::atomic<std::uint64_t> seq_{0};    // odd while an invalidation runs
+    mutable std::mutex mutex_;             // in_flight_ and the wait below
+    mutable std::condition_variable idle_;
+    unsigned in_flight_ = 0;
+
+public:
+    using Hook = boost::intrusive::member_hook<Notifier, boost::intrusive::set_member_hook<>, &Notifier::hook_>;
+};
+
+// The notifiers of one address space. Thread-safe; invalidations may run
+// concurrently with each other, insert() and remove() wait for them.
+class NotifierRegistry {
+public:
+    NotifierRegistry() = default;
+    ~NotifierRegistry();   // removes what is left (their callbacks are never called again)
+    NotifierRegistry(const NotifierRegistry&) = delete;
+    NotifierRegistry& operator=(const NotifierRegistry&) = delete;
+
+    // Watch [start, start+len): page-aligned, non-empty, not wrapping
+    // (EINVAL); a notifier is in one registry at a time (EBUSY).
+    std::error_code insert(Notifier& n, std::uintptr_t start, std::size_t len);
+    // Stop watching. Returns after every callback of `n` in flight has
+    // returned. Never from inside a callback. A notifier not inserted: no-op.
+    void remove(Notifier& n);
+
+    enum class Outcome : std::uint8_t { done, would_block };
+    // Tell every notifier overlapping [inv.start, inv.end), in address order.
+    // would_block: a callback refused a non-blockable invalidation; the ones
+    // before it ran, the rest were not called (as the kernel does).
+    Outcome invalidate(const Invalidation& inv);
+
+    std::size_t size() const;
+    // Whether any notifier overlaps [start, end): lets callers skip work.
+    bool watched(std::uintptr_t start, std::uintptr_t end) const;
+
+private:
+    using Set = boost::intrusive::multiset<Notifier, Notifier::Hook, boost::intrusive::compare<Notifier::ByStart>>;
+    template <class F> void for_each_overlapping(std::uintptr_t start, std::uintptr_t end, F&& f) const;
+
+    mutable std::shared_mutex lock_;   // shared: invalidations; exclusive: insert/remove
+    Set set_;
+    std::uintptr_t max_len_ = 0;       // the longest interval inserted: bounds the overlap search
+    std::atomic<std::uint64_t> next_seq_{1};   // odd values, one per callback
+};
+
+}  // namespace uhmm::mirror
