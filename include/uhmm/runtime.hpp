@@ -29,6 +29,7 @@
 #include <uhmm/copy_engine.hpp>
 #include <uhmm/devmem.hpp>
 #include <uhmm/migrate_result.hpp>
+#include <uhmm/mirror.hpp>
 #include <uhmm/page_state.hpp>
 #include <uhmm/result.hpp>
 
@@ -137,7 +138,18 @@ public:
     // aligned and lie in managed ranges (EINVAL / EFAULT otherwise, nothing
     // done). Per-page outcomes are in the result; the call's own error only
     // says it could not start.
-    Result<MigrateResult> migrate(void* addr, std::size_t len, Target to);
+    // Mirrors overlapping the range get a migrate invalidation first, with
+    // `owner` (the device asking, or nullptr) so that one can skip its own;
+    // so do not call it holding a lock your notifier's callback takes.
+    Result<MigrateResult> migrate(void* addr, std::size_t len, Target to, const void* owner = nullptr);
+
+    // The devices' notifiers (include/uhmm/mirror.hpp). The runtime tells
+    // them: unmap (munmap, mremap away), clear (madvise DONTNEED/FREE/REMOVE),
+    // migrate (migrate(), and pages a CPU fault brought home), fork (before
+    // fork()), release (the runtime's end, before pages come home). Those the
+    // fault thread sees are delivered from a thread of the runtime's own,
+    // in order, shortly after; the others from the calling thread.
+    mirror::NotifierRegistry& notifiers() noexcept;
 
     // Where each page of [addr, addr+len) is now (one entry per page).
     // EFAULT when a page is not managed, EINVAL when `out` is too short.

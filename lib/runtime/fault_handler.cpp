@@ -107,6 +107,8 @@ FaultDisposition FaultHandler::device_fault(ManagedRange& r, std::size_t page, s
     const auto h = rt_.migration->bring_home_locked(r, first, last, false);
     rt_.fault_counters.device_faults.fetch_add(1, std::memory_order_relaxed);
     rt_.fault_counters.pages_to_host_on_fault.fetch_add(h.pages, std::memory_order_relaxed);
+    if (h.pages)   // device pages of the window came home: mirrors holding them drop them
+        rt_.delivery->post({r.address_of(first), r.address_of(last), mirror::Event::migrate, true, nullptr});
     if (h.pages) (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(first)), (last - first) * kPage);
     if (r.entry(page).state != PageState::device) return FaultDisposition::resolved;
     switch (h.status) {
@@ -179,10 +181,14 @@ FaultDisposition FaultHandler::first_touch(ManagedRange& r, std::size_t page, st
 
 void FaultHandler::on_remove(const uffd::Remove& r) noexcept {
     if (rt_.zaps.is_own(r.start, r.end)) return;   // our zap after a copy to the device
+    rt_.delivery->post({r.start, r.end, mirror::Event::clear, true, nullptr});
     invalidate(r.start, r.end, false);
 }
 
-void FaultHandler::on_unmap(const uffd::Unmap& u) noexcept { invalidate(u.start, u.end, true); }
+void FaultHandler::on_unmap(const uffd::Unmap& u) noexcept {
+    rt_.delivery->post({u.start, u.end, mirror::Event::unmap, true, nullptr});
+    invalidate(u.start, u.end, true);
+}
 
 void FaultHandler::invalidate(std::uintptr_t start, std::uintptr_t end, bool unmapped) noexcept {
     for (space::RangeRef r = rt_.space.first_ending_after(start); r && r->start() < end;
@@ -233,6 +239,7 @@ void FaultHandler::on_remap(const uffd::Remap& m) noexcept {
     // record follows it. DEVICE pages keep their device page; a MIGRATING
     // page's host page moved (its migration, finding it dropped, frees the
     // device copy). Read, then write, one lock at a time.
+    rt_.delivery->post({m.from, m.from + m.len, mirror::Event::unmap, true, nullptr});
     const std::uintptr_t to_end = m.to + m.len;
     space::RangeRef src, dst;
     for (std::uintptr_t off = 0; off < m.len; off += kPage) {

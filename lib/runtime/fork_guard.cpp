@@ -69,7 +69,11 @@ void Runtime::Impl::prepare_fork() {
     migration_lock.lock();
     std::vector<space::RangeRef> ranges;
     space.snapshot(ranges);
-    for (auto& r : ranges) (void)bring_all_home(*r);   // logged; fork goes on regardless
+    delivery->drain();
+    for (auto& r : ranges) {
+        (void)notifiers.invalidate({r->start(), r->end(), mirror::Event::fork, true, nullptr});
+        (void)bring_all_home(*r);   // logged; fork goes on regardless
+    }
 }
 
 void Runtime::Impl::after_fork_parent() noexcept { migration_lock.unlock(); }

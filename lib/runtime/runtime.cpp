@@ -56,6 +56,7 @@ Runtime::Impl::~Impl() {
     if (monitor) monitor->stop(true);
     monitor.reset();
     handler.reset();
+    delivery.reset();   // after the readers, which post to it
     migration.reset();
     engine.reset();
     if (zeros) ::munmap(zeros, zeros_len);
@@ -76,6 +77,10 @@ Runtime::~Runtime() {
         // munmap returns once its Unmap event is read: let it be handled, so
         // that pages of memory already gone are not looked for.
         impl_->monitor->wait_events_handled();
+        // Devices first drop everything (the kernel's release), then the
+        // pages come home.
+        impl_->delivery->drain();
+        (void)impl_->notifiers.invalidate({0, ~std::uintptr_t{0}, mirror::Event::release, true, nullptr});
         std::unique_lock lock(impl_->migration_lock);
         std::vector<space::RangeRef> ranges;
         impl_->space.snapshot(ranges);
@@ -136,6 +141,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
                                                       impl->pagemap.get(), impl->zapper.get(), impl->zaps, impl->migration_counters,
                                                       config.migrate_batch / kPage,
                                                       [rt = impl.get()] { rt->monitor->wait_events_handled(); }});
+    impl->delivery = std::make_unique<InvalidationDelivery>(impl->notifiers);
     impl->handler = std::make_unique<FaultHandler>(*impl);
     impl->monitor = std::make_unique<uffd::Monitor>(*impl->uffd, *impl->handler,
                                                     uffd::MonitorOptions{.threads = config.fault_threads});
@@ -281,7 +287,7 @@ std::error_code Runtime::release(void* addr, std::size_t len) {
 
 // ---- migration requests ----------------------------------------------------------------------
 
-Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to) {
+Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, const void* owner) {
     if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
     const auto start = reinterpret_cast<std::uintptr_t>(addr);
     if (len == 0 || !aligned(start) || !aligned(len) || start + len < start) return errno_code(EINVAL);
@@ -301,6 +307,9 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to) {
         pieces.push_back({r, r->index_of(at), (stop - at) / kPage});
         at = stop;
     }
+    // Mirrors first (migrate_vma_setup's MMU_NOTIFY_MIGRATE): the device
+    // that asked passes itself as owner and skips its own.
+    (void)impl_->notifiers.invalidate({start, start + len, mirror::Event::migrate, true, owner});
     MigrateResult result;
     for (auto& piece : pieces) {
         if (to == Target::device) impl_->migration->to_device(*piece.range, piece.first, piece.count, result);
@@ -309,6 +318,8 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to) {
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
 }
+
+mirror::NotifierRegistry& Runtime::notifiers() noexcept { return impl_->notifiers; }
 
 // ---- queries ----------------------------------------------------------------------------------
 

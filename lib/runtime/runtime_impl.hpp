@@ -13,11 +13,13 @@
 #include <uhmm/copy_engine.hpp>
 #include <uhmm/devmem.hpp>
 #include <uhmm/fd.hpp>
+#include <uhmm/mirror.hpp>
 #include <uhmm/runtime.hpp>
 #include <uhmm/uffd.hpp>
 
 #include "migrate/host_zapper.hpp"
 #include "migrate/migration.hpp"
+#include "runtime/invalidation_delivery.hpp"
 #include "migrate/self_zaps.hpp"
 #include "space/address_space.hpp"
 
@@ -52,6 +54,10 @@ struct Runtime::Impl {
     FaultCounters fault_counters;
     std::optional<migrate::Migration> migration;
     space::AddressSpace space;
+    // Devices' notifiers, and the thread that calls them for what the fault
+    // thread sees (declared after the registry: it goes first).
+    mirror::NotifierRegistry notifiers;
+    std::unique_ptr<InvalidationDelivery> delivery;
     std::unique_ptr<FaultHandler> handler;
     std::unique_ptr<uffd::Monitor> monitor;
 
