@@ -192,6 +192,10 @@ std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bo
     if (len == 0 || !aligned(start) || !aligned(len))
         return fail(why, EINVAL, "manage: address and length must be non-zero multiples of 4096");
     if (start + len < start) return fail(why, EINVAL, "manage: the range wraps around the address space");
+    // munmap returns once its event is read, maybe before it is handled:
+    // memory mapped again at that address may still look managed. Let the
+    // events already read be handled before calling it an overlap.
+    if (rt.space.overlaps(start, start + len)) rt.monitor->wait_events_handled();
     if (rt.space.overlaps(start, start + len)) {
         if (auto ec = carve_out_holes(rt, start, start + len))
             return fail(why, ec, ec == std::errc::file_exists

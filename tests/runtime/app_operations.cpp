@@ -240,6 +240,30 @@ TEST_CASE("munmap of a whole managed range makes the range disappear") {
     }
 }
 
+TEST_CASE("memory mapped again where munmap just freed managed memory can be managed at once") {
+    // munmap returns once its Unmap event is read, before the runtime has
+    // handled it: manage() must not call the new memory an overlap.
+    auto rt = make_runtime();
+    const std::size_t len = 16 * kPage;
+    void* at = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(at != MAP_FAILED);
+    REQUIRE(::munmap(at, len) == 0);
+    std::size_t refused = 0, rounds = scaled(200);
+    for (std::size_t i = 0; i < rounds; ++i) {
+        void* p = ::mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p != at) {   // the address was taken by someone else: not this test's business
+            if (p != MAP_FAILED) ::munmap(p, len);
+            break;
+        }
+        fill_pattern(static_cast<std::byte*>(p), len);
+        if (rt->manage(p, len)) ++refused;
+        else if (i % 2) (void)rt->migrate(p, len, Target::device);
+        REQUIRE(::munmap(p, len) == 0);
+    }
+    CHECK(refused == 0);
+    CHECK(eventually([&] { return rt->ranges().empty() && rt->stats().device_pages == 0; }));
+}
+
 // ---- mremap ---------------------------------------------------------------------------
 
 TEST_CASE("mremap grow (moving) carries device pages to the new address") {
