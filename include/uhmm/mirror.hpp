@@ -148,4 +148,51 @@ private:
     std::atomic<std::uint64_t> next_seq_{1};   // odd values, one per callback
 };
 
+// ---- range_fault: a snapshot of the CPU page table, faulting where asked ----------
+
+// One 64-bit word per page, as the kernel's hmm_pfns. In: request flags
+// (req_fault, req_write). Out: flags, and in the low 48 bits the page's
+// location: the virtual page number (address / 4096) of a host page, or the
+// arena page index of a device page (with `device`).
+namespace pfn {
+inline constexpr std::uint64_t valid = 1ull << 63;    // out: mapped, readable
+inline constexpr std::uint64_t write = 1ull << 62;    // out: writable without a fault (not copy-on-write)
+inline constexpr std::uint64_t error = 1ull << 61;    // out: not accessible (PROT_NONE, special mapping)
+inline constexpr std::uint64_t device = 1ull << 60;   // out: a device page of dev_private_owner
+inline constexpr std::uint64_t req_fault = valid;     // in: make it valid (fault it in)
+inline constexpr std::uint64_t req_write = write;     // in: make it writable (with req_fault)
+inline constexpr std::uint64_t location_mask = (1ull << 48) - 1;
+inline constexpr std::uint64_t flags_mask = valid | write | error | device;
+}  // namespace pfn
+
+struct Range {
+    // The interval's notifier and the sequence read_begin() gave: when an
+    // invalidation began since, range_fault() says EBUSY (start again).
+    const Notifier* notifier = nullptr;
+    std::uint64_t notifier_seq = 0;
+    std::uintptr_t start = 0, end = 0;    // page-aligned
+    std::uint64_t* pfns = nullptr;        // (end - start) / 4096 words: in requests, out results
+    // Each page's request is (pfns[i] & pfn_flags_mask) | default_flags.
+    std::uint64_t default_flags = 0;
+    std::uint64_t pfn_flags_mask = 0;
+    // Device pages migrated at this owner's request (migrate(..., owner))
+    // are reported as `device` pages; other device pages count as absent
+    // (and are brought home when a fault is requested).
+    const void* dev_private_owner = nullptr;
+};
+
 }  // namespace uhmm::mirror
+
+namespace uhmm {
+class Runtime;
+namespace mirror {
+// Fill range.pfns from the CPU page table and the runtime's page states,
+// faulting in (MADV_POPULATE_READ / _WRITE, which brings device pages home
+// through the runtime) the pages whose request is not met. With no request
+// bits set it is a snapshot and faults nothing. Errors: EINVAL (bad range),
+// EFAULT (a requested page is in no mapping, or PROT_NONE / special), EPERM
+// (write requested on a read-only mapping), EBUSY (an invalidation raced:
+// read_begin() again and retry), ENOMEM.
+std::error_code range_fault(Runtime& rt, Range& range);
+}  // namespace mirror
+}  // namespace uhmm

@@ -166,6 +166,7 @@ public:
     struct Impl;
 
 private:
+    friend std::error_code mirror::range_fault(Runtime& rt, mirror::Range& range);
     explicit Runtime(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

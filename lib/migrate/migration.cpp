@@ -34,6 +34,7 @@ void back_off() { std::this_thread::yield(); }
 
 struct Migration::Batch {
     std::size_t first = 0, count = 0;
+    std::uint16_t owner = 0;                    // who asked (recorded in DEVICE entries)
     std::vector<std::size_t> pages;             // pages this batch made MIGRATING, ascending
     std::vector<devmem::PageIndex> devs;        // their device pages
     std::vector<std::uint8_t> had_data;         // present (or swapped) when collected
@@ -273,7 +274,7 @@ void Migration::finish(ManagedRange& r, Batch& b, MigrateResult& out) {
         for (std::size_t k = i; k < j; ++k) {
             PageEntry& e = r.entry(b.pages[k]);
             if (!b.ok[k] || (e.flags & space::kZapped)) continue;
-            record_locked(e);
+            record_locked(e, b.owner);
             ++moved;
         }
         i = j;
@@ -289,7 +290,7 @@ void Migration::finish(ManagedRange& r, Batch& b, MigrateResult& out) {
     }
 }
 
-void Migration::record_locked(PageEntry& e) noexcept {
+void Migration::record_locked(PageEntry& e, std::uint16_t owner) noexcept {
     if (e.flags & (space::kDiscarded | space::kRefilled)) {
         // The application dropped it while it moved (or it vanished under
         // the copy): the copy is not the page's content. A refilled page is
@@ -299,6 +300,7 @@ void Migration::record_locked(PageEntry& e) noexcept {
         c_.counters.pages_discarded.fetch_add(1, std::memory_order_relaxed);
     } else {
         e.state = PageState::device;
+        e.owner = owner;
     }
     e.flags &= space::kUnmapped;
 }
@@ -334,12 +336,13 @@ std::size_t Migration::zap_by_madvise(ManagedRange& r, Batch& b, const std::vect
     }
     for (std::size_t i : pages) {
         std::lock_guard lock(r.lock_for(b.pages[i]));
-        record_locked(r.entry(b.pages[i]));
+        record_locked(r.entry(b.pages[i]), b.owner);
     }
     return pages.size();
 }
 
-void Migration::to_device(ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out) {
+void Migration::to_device(ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out,
+                          std::uint16_t owner) {
     out.requested += count;
     const std::size_t failed_before = out.failed;
     const std::size_t step = std::max<std::size_t>(1, c_.batch_pages);
@@ -351,6 +354,7 @@ void Migration::to_device(ManagedRange& r, std::size_t first, std::size_t count,
     for (std::size_t p = first; p < first + count; p += step) {
         Batch& b = batches[cur];
         b = Batch{};
+        b.owner = owner;
         collect(r, p, std::min(step, first + count - p), b, out);
         freeze_and_submit(r, b, out);
         if (prev) finish(r, *prev, out);

@@ -76,7 +76,10 @@ public:
 
     // Pages [first, first + count) of `r` to the device / home. Not for the
     // fault thread: zaps wait for it, and a busy page is waited for.
-    void to_device(space::ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out);
+    // `owner`: the runtime's id of the device that asked (0: none), kept in
+    // each DEVICE page's entry.
+    void to_device(space::ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out,
+                   std::uint16_t owner = 0);
     void to_host(space::ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out);
 
     // With the block lock of [first, last) held (one block): copy its DEVICE
@@ -101,7 +104,7 @@ private:
     void zap_run_locked(space::ManagedRange& r, const Batch& b, std::size_t k, std::size_t e,
                         std::vector<std::size_t>& fallback) noexcept;
     std::size_t zap_by_madvise(space::ManagedRange& r, Batch& b, const std::vector<std::size_t>& pages);
-    void record_locked(space::PageEntry& e) noexcept;
+    void record_locked(space::PageEntry& e, std::uint16_t owner) noexcept;
     void fail_page(space::ManagedRange& r, std::size_t page, std::error_code why, MigrateResult& out) noexcept;
     HomeOutcome copy_home(std::uintptr_t dst, devmem::PageIndex first_device, std::size_t pages, bool wake) noexcept;
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/log.hpp"
+#include "mirror/range_fault.hpp"
 #include "runtime/fault_handler.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "space/proc_maps.hpp"
@@ -315,8 +316,9 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
     // that asked passes itself as owner and skips its own.
     (void)impl_->notifiers.invalidate({start, start + len, mirror::Event::migrate, true, owner});
     MigrateResult result;
+    const std::uint16_t who = to == Target::device ? impl_->owner_id(owner, true) : 0;
     for (auto& piece : pieces) {
-        if (to == Target::device) impl_->migration->to_device(*piece.range, piece.first, piece.count, result);
+        if (to == Target::device) impl_->migration->to_device(*piece.range, piece.first, piece.count, result, who);
         else impl_->migration->to_host(*piece.range, piece.first, piece.count, result);
     }
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -324,6 +326,27 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
 }
 
 mirror::NotifierRegistry& Runtime::notifiers() noexcept { return impl_->notifiers; }
+
+std::uint16_t Runtime::Impl::owner_id(const void* who, bool add) {
+    if (!who) return 0;
+    std::lock_guard lock(owners_lock);
+    for (std::size_t i = 0; i < owners.size(); ++i) {
+        if (owners[i] == who) return static_cast<std::uint16_t>(i + 1);
+        if (!owners[i]) {
+            if (!add) return 0;
+            owners[i] = who;
+            return static_cast<std::uint16_t>(i + 1);
+        }
+    }
+    return 0;
+}
+
+std::error_code mirror::range_fault(Runtime& rt, Range& range) {
+    auto& impl = *rt.impl_;
+    if (impl.forked_child.load(std::memory_order_acquire)) return errno_code(ECHILD);
+    const detail::PageSource src{&impl.space, impl.pagemap.get(), impl.owner_id(range.dev_private_owner, false)};
+    return detail::range_fault(src, range);
+}
 
 // ---- queries ----------------------------------------------------------------------------------
 

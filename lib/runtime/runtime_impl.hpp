@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -58,6 +59,12 @@ struct Runtime::Impl {
     // thread sees (declared after the registry: it goes first).
     mirror::NotifierRegistry notifiers;
     std::unique_ptr<InvalidationDelivery> delivery;
+    // Devices that asked for migrations, by the small id kept in each DEVICE
+    // page's entry (id = index + 1; 0 = none). A full table: 0, the pages
+    // are then nobody's in range_fault.
+    std::mutex owners_lock;
+    std::array<const void*, 1024> owners{};
+    std::uint16_t owner_id(const void* who, bool add);
     std::unique_ptr<FaultHandler> handler;
     std::unique_ptr<uffd::Monitor> monitor;
 

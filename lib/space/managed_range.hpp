@@ -35,12 +35,14 @@ enum PageFlag : std::uint8_t {
     kRefilled = 1u << 4,    // MIGRATING page that vanished under its copy and was zero-filled
 };
 
-// 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE only.
+// 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE only;
+// `owner` in DEVICE only: the runtime's small id of the device that asked
+// for the migration (0: none), for range_fault's dev_private_owner.
 struct PageEntry {
     PageIndex device;
     PageState state;
     std::uint8_t flags;
-    std::uint16_t spare;
+    std::uint16_t owner;
 };
 static_assert(sizeof(PageEntry) == 8);
 

@@ -16,6 +16,7 @@
 #include <uhmm/uffd.hpp>
 
 #include "migrate/host_zapper.hpp"
+#include "held_child.hpp"
 #include "skip.hpp"
 
 using uhmm::migrate::HostZapper;
@@ -117,15 +118,8 @@ TEST_CASE("zap: a page shared with a fork()ed child is refused with EBUSY, and w
     REQUIRE(z);
     constexpr std::size_t pages = 8;
     Registered r(pages);
-    int hold[2];
-    REQUIRE(::pipe(hold) == 0);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        char c;
-        (void)!::read(hold[0], &c, 1);   // keep the pages shared until told
-        ::_exit(0);
-    }
+    uhmm::test::HeldChild child([] { return true; });   // keeps the pages shared until released
+    REQUIRE(child.started());
     // The parent writes pages 0..3: copy-on-write (the kernel's, the pages
     // are present) makes them its own again.
     for (std::size_t i = 0; i < 4; ++i) r.p[i * kPage] = std::byte{0x5a};
@@ -138,11 +132,7 @@ TEST_CASE("zap: a page shared with a fork()ed child is refused with EBUSY, and w
     CHECK(now[4]);
     CHECK(r.p[4 * kPage] == std::byte{5});   // the refused page keeps its data
 
-    (void)!::write(hold[1], "x", 1);
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
-    ::close(hold[0]);
-    ::close(hold[1]);
+    CHECK(child.wait() == 0);
 }
 
 TEST_CASE("zap: a read-only mapping is refused with EINVAL, its pages kept") {

@@ -1,0 +1,141 @@
+// range_fault: snapshot, fault what is asked, snapshot again (hmm_range_fault
+// in user space). The CPU page table comes from /proc/self/pagemap (present,
+// exclusively mapped, write-protected by userfaultfd), the mappings from
+// /proc/self/maps, device residency from the runtime's page table. Faulting
+// is MADV_POPULATE_READ / _WRITE from the calling thread: a device page takes
+// a userfaultfd fault and the runtime brings it home, a copy-on-write page
+// is broken by the kernel, exactly as a CPU access would.
+#include "mirror/range_fault.hpp"
+
+#include <sys/mman.h>
+
+#include <mutex>
+#include <vector>
+
+#include "mirror/vma_view.hpp"
+#include "space/proc_maps.hpp"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+namespace uhmm::mirror::detail {
+
+namespace {
+
+constexpr std::size_t kPage = 4096;
+constexpr std::uint64_t kExclusive = 1ull << 56;   // pagemap: page exclusively mapped
+constexpr std::uint64_t kUffdWp = 1ull << 57;      // pagemap: write-protected by userfaultfd
+constexpr int kAttempts = 4;
+
+enum class Need : std::uint8_t { none, read, write };
+
+std::error_code errc(std::errc e) { return std::make_error_code(e); }
+
+}  // namespace
+
+std::error_code range_fault(const PageSource& src, Range& range) {
+    if (range.start % kPage || range.end % kPage || range.end <= range.start || !range.pfns)
+        return errc(std::errc::invalid_argument);
+    const std::size_t n = (range.end - range.start) / kPage;
+    std::vector<std::uint64_t> req(n), pm(n);
+    for (std::size_t i = 0; i < n; ++i)
+        req[i] = ((range.pfns[i] & range.pfn_flags_mask) | range.default_flags) & (pfn::req_fault | pfn::req_write);
+    std::vector<Vma> vmas;
+    std::vector<Need> need(n);
+
+    for (int attempt = 0;; ++attempt) {
+        if (auto ec = read_vmas(range.start, range.end, vmas)) return ec;
+        if (auto ec = space::read_pagemap(src.pagemap_fd, range.start, n, pm.data())) return ec;
+        bool any = false;
+        std::size_t v = 0;
+        space::RangeRef managed;
+        std::unique_lock<std::mutex> block;
+        std::size_t block_of = ~std::size_t{0};
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uintptr_t addr = range.start + i * kPage;
+            const bool want = req[i] & pfn::req_fault, want_write = want && (req[i] & pfn::req_write);
+            need[i] = Need::none;
+            std::uint64_t out = 0;
+            while (v < vmas.size() && vmas[v].end <= addr) ++v;
+            const Vma* vma = v < vmas.size() && vmas[v].start <= addr ? &vmas[v] : nullptr;
+            if (!vma) {
+                if (want) return errc(std::errc::bad_address);
+                range.pfns[i] = 0;
+                continue;
+            }
+            if (!vma->read || vma->special) {
+                if (want) return errc(std::errc::bad_address);
+                range.pfns[i] = pfn::error;
+                continue;
+            }
+            if (want_write && !vma->write) return errc(std::errc::operation_not_permitted);
+
+            // A device page: this owner's is reported where it is; another's
+            // is absent to this device (faulting brings it home).
+            bool on_device = false;
+            if (src.space) {
+                if (!managed || !managed->contains(addr)) {
+                    if (block) block.unlock();
+                    block = {};
+                    block_of = ~std::size_t{0};
+                    managed = src.space->find(addr);
+                }
+                if (managed) {
+                    const std::size_t page = managed->index_of(addr);
+                    if (page / space::kBlockPages != block_of) {
+                        block = std::unique_lock(managed->lock_for(page));
+                        block_of = page / space::kBlockPages;
+                    }
+                    const auto& e = managed->entry(page);
+                    if (e.state == PageState::device) {
+                        on_device = true;
+                        if (src.owner && e.owner == src.owner) {
+                            out = pfn::valid | pfn::device | (vma->write ? pfn::write : 0) |
+                                  (e.device & pfn::location_mask);
+                            range.pfns[i] = out;
+                            continue;
+                        }
+                    }
+                }
+            }
+            const bool present = !on_device && (pm[i] & space::kPagemapPresent);
+            if (present) {
+                const bool writable = vma->write && (vma->shared || ((pm[i] & kExclusive) && !(pm[i] & kUffdWp)));
+                out = pfn::valid | (writable ? pfn::write : 0) | ((addr / kPage) & pfn::location_mask);
+                if (want_write && !writable) need[i] = Need::write;
+            } else if (want) {
+                need[i] = want_write ? Need::write : Need::read;
+            }
+            range.pfns[i] = out;
+            any |= need[i] != Need::none;
+        }
+        if (block) block.unlock();
+        if (!any) break;
+        if (attempt + 1 == kAttempts) return errc(std::errc::device_or_resource_busy);
+
+        // Fault the unmet pages in, one madvise per run of the same need.
+        for (std::size_t i = 0; i < n;) {
+            if (need[i] == Need::none) {
+                ++i;
+                continue;
+            }
+            std::size_t j = i + 1;
+            while (j < n && need[j] == need[i]) ++j;
+            const int advice = need[i] == Need::write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+            if (::madvise(reinterpret_cast<void*>(range.start + i * kPage), (j - i) * kPage, advice) != 0) {
+                const int err = errno;
+                if (err != EINTR && err != EAGAIN) return {err == ENOENT ? EFAULT : err, std::generic_category()};
+            }
+            i = j;
+        }
+    }
+    if (range.notifier && range.notifier->read_retry(range.notifier_seq))
+        return errc(std::errc::device_or_resource_busy);
+    return {};
+}
+
+}  // namespace uhmm::mirror::detail
