@@ -151,6 +151,16 @@ public:
     // in order, shortly after; the others from the calling thread.
     mirror::NotifierRegistry& notifiers() noexcept;
 
+    // Device code's access to device pages (range_fault reports them with
+    // pfn::device and the page index): hold a reference while you map one
+    // (the page is not reused until you drop it, even after it came home),
+    // and copy in and out through the copy engine. EINVAL: not a page in
+    // use, or a span outside the page.
+    std::error_code device_page_get(std::uint64_t page);
+    std::error_code device_page_put(std::uint64_t page);
+    std::error_code device_page_read(std::uint64_t page, std::size_t offset, void* dst, std::size_t len);
+    std::error_code device_page_write(std::uint64_t page, std::size_t offset, const void* src, std::size_t len);
+
     // Where each page of [addr, addr+len) is now (one entry per page).
     // EFAULT when a page is not managed, EINVAL when `out` is too short.
     std::error_code residency(const void* addr, std::size_t len, std::span<PageState> out) const;

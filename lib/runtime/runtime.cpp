@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -326,6 +327,41 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
 }
 
 mirror::NotifierRegistry& Runtime::notifiers() noexcept { return impl_->notifiers; }
+
+namespace {
+std::error_code device_copy(Runtime::Impl& rt, migrate::Direction dir, std::uint64_t page, std::size_t offset,
+                            void* host, std::size_t len) {
+    if (page > std::numeric_limits<devmem::PageIndex>::max() || offset >= kPage || len > kPage - offset || !len)
+        return errno_code(EINVAL);
+    const auto index = static_cast<devmem::PageIndex>(page);
+    // A reference for the copy: refuses a free page, keeps it from reuse.
+    if (auto ec = rt.arena->get(index)) return errno_code(EINVAL);
+    const migrate::CopyOp op{host, devmem::ArenaView::offset_of(index) + offset, static_cast<std::uint32_t>(len)};
+    rt.engine->set_arena_size(rt.arena->view().size);
+    auto fence = rt.engine->submit(dir, {&op, 1});
+    auto ec = fence.wait();
+    (void)rt.arena->put(index);
+    return ec;
+}
+}  // namespace
+
+std::error_code Runtime::device_page_get(std::uint64_t page) {
+    if (page > std::numeric_limits<devmem::PageIndex>::max()) return errno_code(EINVAL);
+    return impl_->arena->get(static_cast<devmem::PageIndex>(page)) ? errno_code(EINVAL) : std::error_code{};
+}
+
+std::error_code Runtime::device_page_put(std::uint64_t page) {
+    if (page > std::numeric_limits<devmem::PageIndex>::max()) return errno_code(EINVAL);
+    return impl_->arena->put(static_cast<devmem::PageIndex>(page)) ? errno_code(EINVAL) : std::error_code{};
+}
+
+std::error_code Runtime::device_page_read(std::uint64_t page, std::size_t offset, void* dst, std::size_t len) {
+    return device_copy(*impl_, migrate::Direction::to_host, page, offset, dst, len);
+}
+
+std::error_code Runtime::device_page_write(std::uint64_t page, std::size_t offset, const void* src, std::size_t len) {
+    return device_copy(*impl_, migrate::Direction::to_device, page, offset, const_cast<void*>(src), len);
+}
 
 std::uint16_t Runtime::Impl::owner_id(const void* who, bool add) {
     if (!who) return 0;
