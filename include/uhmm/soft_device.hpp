@@ -53,7 +53,9 @@ public:
     Result<DeviceResult> read(const void* addr, std::size_t len, void* out);
     Result<DeviceResult> write(void* addr, std::size_t len, const void* in);
     // Move the pages to device memory at this device's request (their
-    // entries then point at the device pages), or home.
+    // entries then point at the device pages), or home. Memory the runtime
+    // does not manage yet is handed to it first (manage()'s refusals: shared
+    // memory is ENOENT, as migrate_vma says).
     Result<DeviceResult> migrate_to_device(void* addr, std::size_t len);
     Result<DeviceResult> migrate_to_host(void* addr, std::size_t len);
     // What the CPU page table and the runtime say now, without faulting.
@@ -71,8 +73,9 @@ public:
 private:
     SoftDevice(Runtime& rt, std::uintptr_t start, std::size_t pages);
     std::error_code check(const void* addr, std::size_t len) const noexcept;
-    // Make entries valid (and writable) for [first, last) pages; counts passes.
-    std::error_code fault_in(std::size_t first, std::size_t last, bool write, std::size_t& faults);
+    // Refresh the entries of pages [first, last) with range_fault and
+    // `request` (pfn::req_* bits; 0: a snapshot); counts the passes.
+    std::error_code fault_in(std::size_t first, std::size_t last, std::uint64_t request, std::size_t& faults);
     void drop_locked(std::size_t page) noexcept;
     template <class CopyPage>
     Result<DeviceResult> access(const void* addr, std::size_t len, bool write, CopyPage copy_page);

@@ -40,6 +40,41 @@ std::unique_ptr<SoftDevice> device(Runtime& rt, const Buffer& b) {
     return std::move(d).value();
 }
 
+// In a fork()ed child: a runtime and a SoftDevice of the child's own (the
+// parent's runtime is inert there) write `data` over [addr, addr+size).
+// The child's exit code: 0 when the write took one fault and every page.
+int child_device_write(void* addr, std::size_t size, const std::vector<int>& data) {
+    std::string why;
+    auto cfg = RuntimeConfig::parse(kMemfdConf, &why);
+    auto crt = Runtime::create(*cfg, &why);
+    if (!crt) return 2;
+    auto dev = SoftDevice::create(**crt, addr, size);
+    if (!dev) return 3;
+    auto r = (*dev)->write(addr, size, data.data());
+    return r && r->cpages == size / kPage && r->faults == 1 ? 0 : 4;
+}
+
+// 2 MiB of managed memory holding ptr[i] == i, migrated by a SoftDevice
+// (the setup of the kernel's *_fault migration cases).
+struct Migrated2M {
+    static constexpr std::size_t npages = 512, size = npages * kPage;
+    Mapping m{size};
+    std::unique_ptr<SoftDevice> dev;
+    std::size_t cpages = 0;
+    int* ptr() const { return reinterpret_cast<int*>(m.data()); }
+    explicit Migrated2M(Runtime& rt) {
+        REQUIRE(m);
+        for (std::size_t i = 0; i < size / sizeof(int); ++i) ptr()[i] = static_cast<int>(i);
+        REQUIRE(!rt.manage(m.data(), size));
+        auto d = SoftDevice::create(rt, m.data(), size);
+        REQUIRE(d.ok());
+        dev = std::move(d).value();
+        auto mig = dev->migrate_to_device(m.data(), size);
+        REQUIRE(mig.ok());
+        cpages = mig->cpages;
+    }
+};
+
 }  // namespace
 
 TEST_CASE("hmm-tests open_close: a device comes and goes") {
@@ -267,4 +302,176 @@ TEST_CASE("hmm-tests snapshot (two devices): local device pages, read-only and w
     CHECK(m[5] == (snap::device_local | snap::write));
     CHECK(m[6] == snap::none);   // another device's page: not this device's to report, as in the kernel
     REQUIRE(::mprotect(p + 3 * kPage, 2 * kPage, PROT_READ | PROT_WRITE) == 0);
+}
+
+TEST_CASE("hmm-tests anon_write_child: a device in a fork()ed child writes the child's copy only") {
+    Buffer b(16);
+    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
+    for (std::size_t i = 0; i < b.ints(); ++i) b.mirror[i] = -static_cast<int>(i);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int rc = child_device_write(b.m.data(), b.size, b.mirror);
+        for (std::size_t i = 0; !rc && i < b.ints(); ++i)
+            if (b.ptr()[i] != -static_cast<int>(i)) rc = 5;   // the child's copy has the device's data
+        ::_exit(rc);
+    }
+    CHECK(child_exit_code(wait_child(child)) == 0);
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE(b.ptr()[i] == static_cast<int>(i));   // the parent's copy
+}
+
+TEST_CASE("hmm-tests anon_write_child_shared: a child's device writes shared memory the parent sees") {
+    Buffer b(16);
+    void* shared = ::mmap(nullptr, b.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(shared != MAP_FAILED);
+    auto* ptr = static_cast<int*>(shared);
+    for (std::size_t i = 0; i < b.ints(); ++i) ptr[i] = static_cast<int>(i);
+    for (std::size_t i = 0; i < b.ints(); ++i) b.mirror[i] = -static_cast<int>(i);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) ::_exit(child_device_write(shared, b.size, b.mirror));
+    CHECK(child_exit_code(wait_child(child)) == 0);
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE(ptr[i] == -static_cast<int>(i));
+    ::munmap(shared, b.size);
+}
+
+TEST_CASE("hmm-tests file_read and file_write: a device reads and writes a file through its mapping") {
+    auto rt = make_runtime();
+    char path[] = "/tmp/uhmm-hmm-tests-XXXXXX";
+    const int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::unlink(path);
+    constexpr std::size_t npages = 8, size = npages * kPage;
+    std::vector<int> data(size / sizeof(int)), mirror(size / sizeof(int));
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<int>(i);
+    REQUIRE(::pwrite(fd, data.data(), size, 0) == static_cast<ssize_t>(size));
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    REQUIRE(p != MAP_FAILED);
+    auto dev = SoftDevice::create(*rt, p, size);
+    REQUIRE(dev.ok());
+    auto r = (*dev)->read(p, size, mirror.data());
+    REQUIRE(r.ok());
+    CHECK(r->cpages == npages);
+    CHECK(r->faults == 1);
+    CHECK(mirror == data);
+
+    for (std::size_t i = 0; i < mirror.size(); ++i) mirror[i] = -static_cast<int>(i);
+    auto w = (*dev)->write(p, size, mirror.data());
+    REQUIRE(w.ok());
+    CHECK(w->cpages == npages);
+    std::vector<int> back(size / sizeof(int));
+    REQUIRE(::pread(fd, back.data(), size, 0) == static_cast<ssize_t>(size));
+    CHECK(back == mirror);
+    dev->reset();
+    ::munmap(p, size);
+    ::close(fd);
+}
+
+TEST_CASE("hmm-tests migrate_shared: shared memory cannot go to the device (ENOENT)") {
+    auto rt = make_runtime();
+    constexpr std::size_t size = 8 * kPage;
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    auto dev = SoftDevice::create(*rt, p, size);
+    REQUIRE(dev.ok());
+    auto m = (*dev)->migrate_to_device(p, size);
+    REQUIRE(!m.ok());
+    CHECK(m.error() == std::errc::no_such_file_or_directory);
+    dev->reset();
+    ::munmap(p, size);
+}
+
+TEST_CASE("hmm-tests migrate_mixed (two devices): a mix of system and another device's pages") {
+    // fault_around=4K: a CPU touch brings exactly its page home.
+    auto rt = make_runtime("arena=memfd,arena_size=64M,fault_around=4K");
+    Buffer b(16);
+    REQUIRE(!rt->manage(b.m.data(), b.size));
+    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
+    auto dev0 = device(*rt, b);
+    auto dev1 = device(*rt, b);
+    REQUIRE(dev0->migrate_to_device(b.ptr(), b.size).ok());
+    // The CPU brings every other page home.
+    for (std::size_t pg = 0; pg < b.npages; pg += 2) REQUIRE(b.ptr()[pg * kPage / sizeof(int)] == static_cast<int>(pg * kPage / sizeof(int)));
+    // Device 1 migrates the range: only the system pages move (device 0's
+    // stay device 0's, as MIGRATE_VMA_SELECT_SYSTEM selects).
+    auto m = dev1->migrate_to_device(b.ptr(), b.size);
+    REQUIRE(m.ok());
+    CHECK(m->cpages == b.npages / 2);
+    CHECK(count_state(*rt, b.ptr(), b.size, PageState::device) == b.npages);
+    std::vector<std::uint8_t> s0(b.npages), s1(b.npages);
+    REQUIRE(dev0->snapshot(b.ptr(), b.size, s0.data()).ok());
+    REQUIRE(dev1->snapshot(b.ptr(), b.size, s1.data()).ok());
+    for (std::size_t pg = 0; pg < b.npages; ++pg) {
+        INFO("page " << pg);
+        const bool ones = pg % 2 == 0;   // device 1's
+        CHECK(s0[pg] == (ones ? snap::none : (snap::device_local | snap::write)));
+        CHECK(s1[pg] == (ones ? (snap::device_local | snap::write) : snap::none));
+    }
+    // Both read the whole range right, each through its own path.
+    auto r0 = dev0->read(b.ptr(), b.size, b.mirror.data());
+    REQUIRE(r0.ok());
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE(b.mirror[i] == static_cast<int>(i));
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE(b.ptr()[i] == static_cast<int>(i));
+}
+
+TEST_CASE("hmm-tests double_map (two devices): both read the same pages; a CPU write reaches both") {
+    auto rt = make_runtime();
+    Buffer b(8);
+    REQUIRE(!rt->manage(b.m.data(), b.size));
+    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
+    auto dev0 = device(*rt, b);
+    auto dev1 = device(*rt, b);
+    std::vector<int> m1(b.ints());
+    auto r0 = dev0->read(b.ptr(), b.size, b.mirror.data());
+    auto r1 = dev1->read(b.ptr(), b.size, m1.data());
+    REQUIRE(r0.ok());
+    REQUIRE(r1.ok());
+    CHECK(r0->faults == 1);
+    CHECK(r1->faults == 1);
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE((b.mirror[i] == static_cast<int>(i) && m1[i] == static_cast<int>(i)));
+    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = 7 * static_cast<int>(i);
+    REQUIRE(dev0->read(b.ptr(), b.size, b.mirror.data()).ok());
+    REQUIRE(dev1->read(b.ptr(), b.size, m1.data()).ok());
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE((b.mirror[i] == 7 * static_cast<int>(i) && m1[i] == 7 * static_cast<int>(i)));
+}
+
+TEST_CASE("hmm-tests migrate_partial_unmap_fault: munmap part of device memory, the rest faults home intact") {
+    auto rt = make_runtime();
+    constexpr std::size_t size = Migrated2M::size;   // 2 MiB, as the kernel's
+    for (const std::size_t offset : {std::size_t{0}, size / 4, size / 2}) {
+        Migrated2M b(*rt);
+        CHECK(b.cpages == Migrated2M::npages);
+        auto& m = b.m;
+        auto* ptr = b.ptr();
+        REQUIRE(::munmap(m.data() + offset, size / 2) == 0);
+        for (std::size_t i = 0; i < size / sizeof(int); ++i) {
+            const std::size_t at = i * sizeof(int);
+            if (at >= offset && at < offset + size / 2) continue;
+            REQUIRE(ptr[i] == static_cast<int>(i));
+        }
+        b.dev.reset();
+        // Unmap what is left (the hole is already gone).
+        if (offset > 0) ::munmap(m.data(), offset);
+        if (offset + size / 2 < size) ::munmap(m.data() + offset + size / 2, size - offset - size / 2);
+        m.forget();
+    }
+    CHECK(eventually([&] { return rt->stats().arena.used_pages == 0; }));
+}
+
+TEST_CASE("hmm-tests migrate_remap_fault: mremap device memory, the CPU reads it at the new place") {
+    auto rt = make_runtime();
+    constexpr std::size_t size = Migrated2M::size;
+    Migrated2M b(*rt);
+    auto& m = b.m;
+    auto& dev = b.dev;
+    void* dst = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(dst != MAP_FAILED);
+    void* moved = ::mremap(m.data(), size, size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+    REQUIRE(moved == dst);
+    m.forget();
+    CHECK(eventually([&] { return dev->entries() == 0; }));   // the device's addresses went away
+    auto* np = static_cast<int*>(moved);
+    for (std::size_t i = 0; i < size / sizeof(int); ++i) REQUIRE(np[i] == static_cast<int>(i));
+    dev.reset();
+    ::munmap(moved, size);
 }

@@ -69,7 +69,7 @@ bool SoftDevice::invalidate(const Invalidation& inv, std::uint64_t) noexcept {
     return true;
 }
 
-std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, bool write, std::size_t& faults) {
+std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, std::uint64_t request, std::size_t& faults) {
     std::vector<std::uint64_t> pfns(last - first);
     for (int pass = 0; pass < 16; ++pass) {
         Range r;
@@ -78,7 +78,7 @@ std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, bool w
         r.start = base_ + first * kPage;
         r.end = base_ + last * kPage;
         r.pfns = pfns.data();
-        r.default_flags = pfn::req_fault | (write ? pfn::req_write : 0);
+        r.default_flags = request;
         r.dev_private_owner = this;
         ++faults;
         if (auto ec = range_fault(rt_, r)) {
@@ -120,7 +120,7 @@ Result<DeviceResult> SoftDevice::access(const void* addr, std::size_t len, bool 
                 return res;
             }
         }
-        if (auto ec = fault_in(first, last, write, res.faults)) return ec;
+        if (auto ec = fault_in(first, last, pfn::req_fault | (write ? pfn::req_write : 0), res.faults)) return ec;
     }
     return errc(std::errc::device_or_resource_busy);
 }
@@ -145,12 +145,20 @@ Result<DeviceResult> SoftDevice::migrate_to_device(void* addr, std::size_t len) 
     if (auto ec = check(addr, len)) return ec;
     if (fail_alloc_.exchange(false)) return errc(std::errc::not_enough_memory);
     auto r = rt_.migrate(addr, len, Target::device, this);
+    if (!r && r.error() == std::errc::bad_address) {
+        // Not managed yet: a kernel device may migrate any private anonymous
+        // memory, so this one hands the range to the runtime first. Its
+        // refusals are the kernel's (shared memory: ENOENT).
+        if (auto ec = rt_.manage(addr, len)) return ec;
+        r = rt_.migrate(addr, len, Target::device, this);
+    }
     if (!r) return r.error();
     // Map the new device pages at once, with the permissions the source
-    // pages had (nouveau's "map after migration"): no second fault.
+    // pages had (nouveau's "map after migration"): no second fault. A
+    // snapshot, no fault requested: another device's pages stay where they are.
     const std::size_t first = (reinterpret_cast<std::uintptr_t>(addr) - base_) / kPage;
     std::size_t unused = 0;
-    if (auto ec = fault_in(first, first + len / kPage, false, unused)) return ec;
+    if (auto ec = fault_in(first, first + len / kPage, 0, unused)) return ec;
     DeviceResult res;
     res.cpages = r->migrated;
     if (r->failed && !r->migrated) return r->error ? r->error : errc(std::errc::not_enough_memory);
