@@ -194,5 +194,30 @@ namespace mirror {
 // (write requested on a read-only mapping), EBUSY (an invalidation raced:
 // read_begin() again and retry), ENOMEM.
 std::error_code range_fault(Runtime& rt, Range& range);
+
+// A device's side of range_map: its page table's map and unmap of one page.
+class DeviceMapper {
+public:
+    virtual ~DeviceMapper() = default;
+    // Map page i of the range from its range_fault word (pfn::device and an
+    // arena page index, or a host page; pfn::write: read-write, else
+    // read-only). An error makes range_map undo what it mapped.
+    virtual std::error_code map_page(std::size_t i, std::uint64_t word) = 0;
+    virtual void unmap_page(std::size_t i, std::uint64_t word) noexcept = 0;
+};
+
+// Fault the range as asked and map every valid page in the device, all in
+// one call (hmm_range_dma_map): range_fault, then under `device_lock`
+// read_retry and map_page for each valid page, taking a reference on each
+// device page. A racing invalidation starts it over; a failed map_page
+// unmaps what was mapped and returns the error. Needs range.notifier
+// (EINVAL). Errors: range_fault's, EBUSY when invalidations kept racing it
+// for a second (the kernel's HMM_RANGE_DEFAULT_TIMEOUT), map_page's.
+std::error_code range_map(Runtime& rt, Range& range, DeviceMapper& mapper, std::mutex& device_lock);
+// Undo range_map: unmap_page for each page it mapped, and the device page
+// references it took dropped. Those belong to the range, not to the device's
+// table: a notifier callback that drops an entry must not drop them. Host
+// pages the device wrote through the kernel are already dirty.
+void range_unmap(Runtime& rt, const Range& range, DeviceMapper& mapper, std::mutex& device_lock);
 }  // namespace mirror
 }  // namespace uhmm

@@ -157,6 +157,11 @@ public:
     // and copy in and out through the copy engine. EINVAL: not a page in
     // use, or a span outside the page.
     std::error_code device_page_get(std::uint64_t page);
+    // The same, checked against the page table: takes the reference only if
+    // `addr` is still on the device in that very page (under the page
+    // table's lock, so the page cannot be freed and reused in between).
+    // ESTALE when it moved since the caller's range_fault.
+    std::error_code device_page_hold(const void* addr, std::uint64_t page);
     std::error_code device_page_put(std::uint64_t page);
     std::error_code device_page_read(std::uint64_t page, std::size_t offset, void* dst, std::size_t len);
     std::error_code device_page_write(std::uint64_t page, std::size_t offset, const void* src, std::size_t len);

@@ -350,6 +350,17 @@ std::error_code Runtime::device_page_get(std::uint64_t page) {
     return impl_->arena->get(static_cast<devmem::PageIndex>(page)) ? errno_code(EINVAL) : std::error_code{};
 }
 
+std::error_code Runtime::device_page_hold(const void* addr, std::uint64_t page) {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr) & ~(std::uintptr_t{kPage} - 1);
+    auto r = impl_->space.find(a);
+    if (!r) return errno_code(ESTALE);
+    const std::size_t i = r->index_of(a);
+    std::lock_guard lock(r->lock_for(i));
+    const auto& e = r->entry(i);
+    if (r->dead() || e.state != PageState::device || e.device != page) return errno_code(ESTALE);
+    return impl_->arena->get(e.device) ? errno_code(ESTALE) : std::error_code{};
+}
+
 std::error_code Runtime::device_page_put(std::uint64_t page) {
     if (page > std::numeric_limits<devmem::PageIndex>::max()) return errno_code(EINVAL);
     return impl_->arena->put(static_cast<devmem::PageIndex>(page)) ? errno_code(EINVAL) : std::error_code{};

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace uhmm::mirror {
 
@@ -71,7 +72,10 @@ bool SoftDevice::invalidate(const Invalidation& inv, std::uint64_t) noexcept {
 
 std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, std::uint64_t request, std::size_t& faults) {
     std::vector<std::uint64_t> pfns(last - first);
-    for (int pass = 0; pass < 16; ++pass) {
+    // Racing invalidations are retried for a second, as the kernel's
+    // HMM_RANGE_DEFAULT_TIMEOUT, then EBUSY.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(1000);
+    while (std::chrono::steady_clock::now() < deadline) {
         Range r;
         r.notifier = this;
         r.notifier_seq = read_begin();
@@ -91,7 +95,9 @@ std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, std::u
             drop_locked(i);
             std::uint64_t e = pfns[i - first];
             // A device page stays ours while mapped: hold a reference.
-            if ((e & pfn::device) && rt_.device_page_get(e & pfn::location_mask)) e = 0;
+            if ((e & pfn::device) &&
+                rt_.device_page_hold(reinterpret_cast<void*>(base_ + i * kPage), e & pfn::location_mask))
+                e = 0;   // moved since the snapshot: no entry, the next access faults again
             table_[i] = e;
         }
         return {};
