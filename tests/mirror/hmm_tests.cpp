@@ -40,6 +40,16 @@ std::unique_ptr<SoftDevice> device(Runtime& rt, const Buffer& b) {
     return std::move(d).value();
 }
 
+// The usual start: the buffer managed, holding ptr[i] == i, a device on it,
+// and (with `migrate`) the buffer moved to that device.
+std::unique_ptr<SoftDevice> filled(Runtime& rt, Buffer& b, bool migrate) {
+    REQUIRE(!rt.manage(b.m.data(), b.size));
+    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
+    auto dev = device(rt, b);
+    if (migrate) REQUIRE(dev->migrate_to_device(b.ptr(), b.size).ok());
+    return dev;
+}
+
 // In a fork()ed child: a runtime and a SoftDevice of the child's own (the
 // parent's runtime is inert there) write `data` over [addr, addr+size).
 // The child's exit code: 0 when the write took one fault and every page.
@@ -54,21 +64,23 @@ int child_device_write(void* addr, std::size_t size, const std::vector<int>& dat
     return r && r->cpages == size / kPage && r->faults == 1 ? 0 : 4;
 }
 
-// 2 MiB of managed memory holding ptr[i] == i, migrated by a SoftDevice
-// (the setup of the kernel's *_fault migration cases).
+// 2 MiB of managed memory (2 MiB-aligned) holding ptr[i] == i, mirrored by
+// a SoftDevice and, unless told otherwise, migrated by it (the setup of the
+// kernel's *_fault and migrate_anon_huge_* cases).
 struct Migrated2M {
     static constexpr std::size_t npages = 512, size = npages * kPage;
-    Mapping m{size};
+    Mapping m{size, size};
     std::unique_ptr<SoftDevice> dev;
     std::size_t cpages = 0;
     int* ptr() const { return reinterpret_cast<int*>(m.data()); }
-    explicit Migrated2M(Runtime& rt) {
+    explicit Migrated2M(Runtime& rt, bool migrate = true) {
         REQUIRE(m);
         for (std::size_t i = 0; i < size / sizeof(int); ++i) ptr()[i] = static_cast<int>(i);
         REQUIRE(!rt.manage(m.data(), size));
         auto d = SoftDevice::create(rt, m.data(), size);
         REQUIRE(d.ok());
         dev = std::move(d).value();
+        if (!migrate) return;
         auto mig = dev->migrate_to_device(m.data(), size);
         REQUIRE(mig.ok());
         cpages = mig->cpages;
@@ -89,9 +101,7 @@ TEST_CASE("hmm-tests open_close: a device comes and goes") {
 TEST_CASE("hmm-tests anon_read: the device reads system memory, one fault") {
     auto rt = make_runtime();
     Buffer b(64);
-    REQUIRE(!rt->manage(b.m.data(), b.size));
-    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
-    auto dev = device(*rt, b);
+    auto dev = filled(*rt, b, false);
     auto r = dev->read(b.ptr(), b.size, b.mirror.data());
     REQUIRE(r.ok());
     CHECK(r->cpages == b.npages);
@@ -169,9 +179,7 @@ TEST_CASE("hmm-tests anon_read_multiple: the device sees each new value the CPU 
 TEST_CASE("hmm-tests migrate: to device memory, and the device reads it there") {
     auto rt = make_runtime();
     Buffer b(64);
-    REQUIRE(!rt->manage(b.m.data(), b.size));
-    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
-    auto dev = device(*rt, b);
+    auto dev = filled(*rt, b, false);
     auto m = dev->migrate_to_device(b.ptr(), b.size);
     REQUIRE(m.ok());
     CHECK(m->cpages == b.npages);
@@ -186,9 +194,7 @@ TEST_CASE("hmm-tests migrate: to device memory, and the device reads it there") 
 TEST_CASE("hmm-tests migrate_fault: CPU reads bring device pages home; migrate again") {
     auto rt = make_runtime();
     Buffer b(64);
-    REQUIRE(!rt->manage(b.m.data(), b.size));
-    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
-    auto dev = device(*rt, b);
+    auto dev = filled(*rt, b, false);
     for (int round = 0; round < 2; ++round) {
         auto m = dev->migrate_to_device(b.ptr(), b.size);
         REQUIRE(m.ok());
@@ -202,10 +208,7 @@ TEST_CASE("hmm-tests migrate_fault: CPU reads bring device pages home; migrate a
 TEST_CASE("hmm-tests migrate_release: the device's release brings its pages home") {
     auto rt = make_runtime();
     Buffer b(64);
-    REQUIRE(!rt->manage(b.m.data(), b.size));
-    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
-    auto dev = device(*rt, b);
-    REQUIRE(dev->migrate_to_device(b.ptr(), b.size).ok());
+    auto dev = filled(*rt, b, true);
     auto rel = dev->release();
     REQUIRE(rel.ok());
     CHECK(rel->cpages == b.npages);
@@ -236,9 +239,7 @@ TEST_CASE("hmm-tests migrate_multiple: migrate, device write, CPU check, over an
 TEST_CASE("hmm-tests migrate_alloc_fail (fail allocation flag): ENOMEM, nothing moved, next one works") {
     auto rt = make_runtime();
     Buffer b(8);
-    REQUIRE(!rt->manage(b.m.data(), b.size));
-    for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
-    auto dev = device(*rt, b);
+    auto dev = filled(*rt, b, false);
     dev->fail_next_allocation();
     auto m = dev->migrate_to_device(b.ptr(), b.size);
     REQUIRE(!m.ok());
@@ -474,4 +475,95 @@ TEST_CASE("hmm-tests migrate_remap_fault: mremap device memory, the CPU reads it
     for (std::size_t i = 0; i < size / sizeof(int); ++i) REQUIRE(np[i] == static_cast<int>(i));
     dev.reset();
     ::munmap(moved, size);
+}
+
+TEST_CASE("hmm-tests hmm_cow_in_device: fork with pages on the device; each side keeps its own data") {
+    auto rt = make_runtime();
+    Buffer b(16);
+    auto dev = filled(*rt, b, true);
+    const pid_t child = ::fork();   // the atfork handler brings the pages home first
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int rc = 0;
+        for (std::size_t i = 0; !rc && i < b.ints(); ++i)
+            if (b.ptr()[i] != static_cast<int>(i)) rc = 1;
+        for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = -1;   // the child's copy only
+        ::_exit(rc);
+    }
+    CHECK(child_exit_code(wait_child(child)) == 0);
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE(b.ptr()[i] == static_cast<int>(i));
+    // The parent's pages can go to the device again.
+    auto m = dev->migrate_to_device(b.ptr(), b.size);
+    REQUIRE(m.ok());
+    CHECK(m->cpages == b.npages);
+    REQUIRE(dev->read(b.ptr(), b.size, b.mirror.data()).ok());
+    for (std::size_t i = 0; i < b.ints(); ++i) REQUIRE(b.mirror[i] == static_cast<int>(i));
+}
+
+// The migrate_anon_huge_* family. Managed ranges are MADV_NOHUGEPAGE, so
+// these run on a 2 MiB-aligned buffer of 4 KiB pages: the same states
+// (never touched, zero, freed, failing allocation), without THP.
+
+TEST_CASE("hmm-tests migrate_anon_huge_empty / _zero: memory holding no data migrates and reads zero") {
+    auto rt = make_runtime();
+    Mapping m(2 * MiB, 2 * MiB);
+    REQUIRE(m);
+    SECTION("empty: never touched") {}
+    SECTION("zero: read-touched before the runtime knew") { CHECK(first_nonzero(m.data(), 2 * MiB) == 2 * MiB); }
+    REQUIRE(!rt->manage(m.data(), 2 * MiB));
+    auto dev = SoftDevice::create(*rt, m.data(), 2 * MiB);
+    REQUIRE(dev.ok());
+    auto mig = (*dev)->migrate_to_device(m.data(), 2 * MiB);
+    REQUIRE(mig.ok());
+    CHECK(mig->cpages == 512);
+    std::vector<std::byte> seen(2 * MiB, std::byte{1});
+    REQUIRE((*dev)->read(m.data(), 2 * MiB, seen.data()).ok());
+    CHECK(first_nonzero(seen.data(), seen.size()) == seen.size());
+    CHECK(first_nonzero(m.data(), 2 * MiB) == 2 * MiB);   // and the CPU reads zero after
+    m.data()[5] = std::byte{9};                            // ordinary memory again
+    CHECK(m.data()[5] == std::byte{9});
+}
+
+TEST_CASE("hmm-tests migrate_anon_huge_free: MADV_FREE of device memory; what is read is old data or zero") {
+    auto rt = make_runtime();
+    Migrated2M b(*rt);
+    auto& m = b.m;
+    auto* ptr = b.ptr();
+    REQUIRE(::madvise(m.data(), 2 * MiB, MADV_FREE) == 0);
+    for (std::size_t pg = 0; pg < 512; ++pg) {
+        const int* page = ptr + pg * kPage / sizeof(int);
+        const bool zero = page[0] == 0 && first_nonzero(reinterpret_cast<const std::byte*>(page), kPage) == kPage;
+        const bool old = page[1] == static_cast<int>(pg * kPage / sizeof(int) + 1);
+        INFO("page " << pg);
+        REQUIRE((zero || old));   // MADV_FREE allows either; the runtime frees at once: zero
+    }
+    CHECK(eventually([&] { return rt->stats().arena.used_pages == 0; }));
+}
+
+TEST_CASE("hmm-tests migrate_anon_huge_err: a failing device allocation leaves the memory on the host, intact") {
+    auto rt = make_runtime();
+    Migrated2M b(*rt, false);
+    auto& m = b.m;
+    auto* ptr = b.ptr();
+    auto* dev = &b.dev;
+    (*dev)->fail_next_allocation();
+    auto mig = (*dev)->migrate_to_device(m.data(), 2 * MiB);
+    REQUIRE(!mig.ok());
+    CHECK(mig.error() == std::errc::not_enough_memory);
+    CHECK(count_state(*rt, m.data(), 2 * MiB, PageState::host) == 512);
+    for (std::size_t i = 0; i < 2 * MiB / sizeof(int); ++i) REQUIRE(ptr[i] == static_cast<int>(i));
+    // A real shortage: an arena too small for the buffer. Pages that fit go,
+    // the rest stay on the host, every byte intact.
+    auto small = make_runtime("arena=memfd,arena_size=2M");
+    Mapping m2(4 * MiB);
+    REQUIRE(m2);
+    fill_pattern(m2.data(), 4 * MiB);
+    REQUIRE(!small->manage(m2.data(), 4 * MiB));
+    auto d2 = SoftDevice::create(*small, m2.data(), 4 * MiB);
+    REQUIRE(d2.ok());
+    auto part = (*d2)->migrate_to_device(m2.data(), 4 * MiB);
+    REQUIRE(part.ok());
+    CHECK(part->cpages > 0);
+    CHECK(part->cpages < 1024);
+    CHECK(first_mismatch(m2.data(), 4 * MiB) == 4 * MiB);
 }
