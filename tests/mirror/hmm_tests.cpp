@@ -9,6 +9,7 @@
 
 #include <uhmm/soft_device.hpp>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -23,6 +24,14 @@ namespace snap = uhmm::mirror::snap;
 std::optional<std::string> uhmm_test_skip_reason() { return userfaultfd_unavailable(); }
 
 namespace {
+
+// The arena the cases run over: memfd, or what UHMM_TEST_CONF says (meson
+// runs this binary a second time over the hugepage arena). The kernel's
+// suite runs over both device-private and device-coherent memory alike.
+std::string arena_conf() {
+    const char* c = std::getenv("UHMM_TEST_CONF");
+    return c && *c ? c : kMemfdConf;
+}
 
 // hmm-tests' struct hmm_buffer: the memory, and the device's own copy.
 struct Buffer {
@@ -90,7 +99,7 @@ struct Migrated2M {
 }  // namespace
 
 TEST_CASE("hmm-tests open_close: a device comes and goes") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(4);
     auto dev = device(*rt, b);
     CHECK(rt->notifiers().size() == 1);
@@ -99,7 +108,7 @@ TEST_CASE("hmm-tests open_close: a device comes and goes") {
 }
 
 TEST_CASE("hmm-tests anon_read: the device reads system memory, one fault") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(64);
     auto dev = filled(*rt, b, false);
     auto r = dev->read(b.ptr(), b.size, b.mirror.data());
@@ -110,7 +119,7 @@ TEST_CASE("hmm-tests anon_read: the device reads system memory, one fault") {
 }
 
 TEST_CASE("hmm-tests anon_read_prot: PROT_NONE memory cannot be read by the device (EFAULT)") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(16);
     for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
     for (std::size_t i = 0; i < b.ints(); ++i) b.mirror[i] = -static_cast<int>(i);
@@ -125,7 +134,7 @@ TEST_CASE("hmm-tests anon_read_prot: PROT_NONE memory cannot be read by the devi
 }
 
 TEST_CASE("hmm-tests anon_write: the device writes system memory, one fault") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(64);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     for (std::size_t i = 0; i < b.ints(); ++i) b.mirror[i] = static_cast<int>(i);
@@ -138,7 +147,7 @@ TEST_CASE("hmm-tests anon_write: the device writes system memory, one fault") {
 }
 
 TEST_CASE("hmm-tests anon_write_prot: read-only memory: the device reads, a write is EPERM until mprotect") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(16);
     auto dev = device(*rt, b);
     REQUIRE(::mprotect(b.m.data(), b.size, PROT_READ) == 0);
@@ -162,7 +171,7 @@ TEST_CASE("hmm-tests anon_write_prot: read-only memory: the device reads, a writ
 }
 
 TEST_CASE("hmm-tests anon_read_multiple: the device sees each new value the CPU writes") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(16);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     auto dev = device(*rt, b);
@@ -177,7 +186,7 @@ TEST_CASE("hmm-tests anon_read_multiple: the device sees each new value the CPU 
 }
 
 TEST_CASE("hmm-tests migrate: to device memory, and the device reads it there") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(64);
     auto dev = filled(*rt, b, false);
     auto m = dev->migrate_to_device(b.ptr(), b.size);
@@ -192,7 +201,7 @@ TEST_CASE("hmm-tests migrate: to device memory, and the device reads it there") 
 }
 
 TEST_CASE("hmm-tests migrate_fault: CPU reads bring device pages home; migrate again") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(64);
     auto dev = filled(*rt, b, false);
     for (int round = 0; round < 2; ++round) {
@@ -206,7 +215,7 @@ TEST_CASE("hmm-tests migrate_fault: CPU reads bring device pages home; migrate a
 }
 
 TEST_CASE("hmm-tests migrate_release: the device's release brings its pages home") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(64);
     auto dev = filled(*rt, b, true);
     auto rel = dev->release();
@@ -218,7 +227,7 @@ TEST_CASE("hmm-tests migrate_release: the device's release brings its pages home
 }
 
 TEST_CASE("hmm-tests migrate_multiple: migrate, device write, CPU check, over and over") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(32);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     auto dev = device(*rt, b);
@@ -237,7 +246,7 @@ TEST_CASE("hmm-tests migrate_multiple: migrate, device write, CPU check, over an
 }
 
 TEST_CASE("hmm-tests migrate_alloc_fail (fail allocation flag): ENOMEM, nothing moved, next one works") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(8);
     auto dev = filled(*rt, b, false);
     dev->fail_next_allocation();
@@ -252,7 +261,7 @@ TEST_CASE("hmm-tests migrate_alloc_fail (fail allocation flag): ENOMEM, nothing 
 }
 
 TEST_CASE("hmm-tests anon_teardown: munmap with device entries and device pages; the device lets go") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     for (int round = 0; round < 8; ++round) {
         Buffer b(16);
         REQUIRE(!rt->manage(b.m.data(), b.size));
@@ -270,7 +279,7 @@ TEST_CASE("hmm-tests anon_teardown: munmap with device entries and device pages;
 }
 
 TEST_CASE("hmm-tests snapshot (two devices): local device pages, read-only and writable pages, holes") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(7);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     auto* p = b.m.data();
@@ -337,7 +346,7 @@ TEST_CASE("hmm-tests anon_write_child_shared: a child's device writes shared mem
 }
 
 TEST_CASE("hmm-tests file_read and file_write: a device reads and writes a file through its mapping") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     char path[] = "/tmp/uhmm-hmm-tests-XXXXXX";
     const int fd = ::mkstemp(path);
     REQUIRE(fd >= 0);
@@ -369,7 +378,7 @@ TEST_CASE("hmm-tests file_read and file_write: a device reads and writes a file 
 }
 
 TEST_CASE("hmm-tests migrate_shared: shared memory cannot go to the device (ENOENT)") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     constexpr std::size_t size = 8 * kPage;
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(p != MAP_FAILED);
@@ -384,7 +393,7 @@ TEST_CASE("hmm-tests migrate_shared: shared memory cannot go to the device (ENOE
 
 TEST_CASE("hmm-tests migrate_mixed (two devices): a mix of system and another device's pages") {
     // fault_around=4K: a CPU touch brings exactly its page home.
-    auto rt = make_runtime("arena=memfd,arena_size=64M,fault_around=4K");
+    auto rt = make_runtime(arena_conf() + ",fault_around=4K");
     Buffer b(16);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
@@ -416,7 +425,7 @@ TEST_CASE("hmm-tests migrate_mixed (two devices): a mix of system and another de
 }
 
 TEST_CASE("hmm-tests double_map (two devices): both read the same pages; a CPU write reaches both") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(8);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     for (std::size_t i = 0; i < b.ints(); ++i) b.ptr()[i] = static_cast<int>(i);
@@ -437,7 +446,7 @@ TEST_CASE("hmm-tests double_map (two devices): both read the same pages; a CPU w
 }
 
 TEST_CASE("hmm-tests migrate_partial_unmap_fault: munmap part of device memory, the rest faults home intact") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     constexpr std::size_t size = Migrated2M::size;   // 2 MiB, as the kernel's
     for (const std::size_t offset : {std::size_t{0}, size / 4, size / 2}) {
         Migrated2M b(*rt);
@@ -460,7 +469,7 @@ TEST_CASE("hmm-tests migrate_partial_unmap_fault: munmap part of device memory, 
 }
 
 TEST_CASE("hmm-tests migrate_remap_fault: mremap device memory, the CPU reads it at the new place") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     constexpr std::size_t size = Migrated2M::size;
     Migrated2M b(*rt);
     auto& m = b.m;
@@ -478,7 +487,7 @@ TEST_CASE("hmm-tests migrate_remap_fault: mremap device memory, the CPU reads it
 }
 
 TEST_CASE("hmm-tests hmm_cow_in_device: fork with pages on the device; each side keeps its own data") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Buffer b(16);
     auto dev = filled(*rt, b, true);
     const pid_t child = ::fork();   // the atfork handler brings the pages home first
@@ -505,7 +514,7 @@ TEST_CASE("hmm-tests hmm_cow_in_device: fork with pages on the device; each side
 // (never touched, zero, freed, failing allocation), without THP.
 
 TEST_CASE("hmm-tests migrate_anon_huge_empty / _zero: memory holding no data migrates and reads zero") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Mapping m(2 * MiB, 2 * MiB);
     REQUIRE(m);
     SECTION("empty: never touched") {}
@@ -525,7 +534,7 @@ TEST_CASE("hmm-tests migrate_anon_huge_empty / _zero: memory holding no data mig
 }
 
 TEST_CASE("hmm-tests migrate_anon_huge_free: MADV_FREE of device memory; what is read is old data or zero") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Migrated2M b(*rt);
     auto& m = b.m;
     auto* ptr = b.ptr();
@@ -541,7 +550,7 @@ TEST_CASE("hmm-tests migrate_anon_huge_free: MADV_FREE of device memory; what is
 }
 
 TEST_CASE("hmm-tests migrate_anon_huge_err: a failing device allocation leaves the memory on the host, intact") {
-    auto rt = make_runtime();
+    auto rt = make_runtime(arena_conf());
     Migrated2M b(*rt, false);
     auto& m = b.m;
     auto* ptr = b.ptr();
