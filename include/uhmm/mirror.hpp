@@ -135,6 +135,11 @@ public:
     Outcome invalidate(const Invalidation& inv);
 
     std::size_t size() const;
+    // No notifier at all: lock-free, for callers that may not wait (the
+    // fault thread skips posting then). An insert that this misses happens
+    // after the caller's change, so the new notifier's first range_fault
+    // sees that change anyway.
+    bool empty() const noexcept { return count_.load(std::memory_order_seq_cst) == 0; }
     // Whether any notifier overlaps [start, end): lets callers skip work.
     bool watched(std::uintptr_t start, std::uintptr_t end) const;
 
@@ -145,6 +150,7 @@ private:
     mutable std::shared_mutex lock_;   // shared: invalidations; exclusive: insert/remove
     Set set_;
     std::uintptr_t max_len_ = 0;       // the longest interval inserted: bounds the overlap search
+    std::atomic<std::size_t> count_{0};   // set_.size(), readable without the lock
     std::atomic<std::uint64_t> next_seq_{1};   // odd values, one per callback
 };
 

@@ -59,6 +59,7 @@ void Notifier::end_invalidation() {
 NotifierRegistry::~NotifierRegistry() {
     std::unique_lock lock(lock_);
     set_.clear_and_dispose([](Notifier* n) { n->registry_ = nullptr; });
+    count_.store(0);
 }
 
 std::error_code NotifierRegistry::insert(Notifier& n, std::uintptr_t start, std::size_t len) {
@@ -70,6 +71,7 @@ std::error_code NotifierRegistry::insert(Notifier& n, std::uintptr_t start, std:
     n.end_ = start + len;
     n.registry_ = this;
     set_.insert(n);
+    count_.fetch_add(1, std::memory_order_seq_cst);
     max_len_ = std::max<std::uintptr_t>(max_len_, len);
     return {};
 }
@@ -80,6 +82,7 @@ void NotifierRegistry::remove(Notifier& n) {
     std::unique_lock lock(lock_);
     if (n.registry_ != this) return;
     set_.erase(set_.iterator_to(n));
+    count_.fetch_sub(1, std::memory_order_seq_cst);
     n.registry_ = nullptr;
 }
 

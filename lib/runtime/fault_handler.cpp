@@ -107,9 +107,11 @@ FaultDisposition FaultHandler::device_fault(ManagedRange& r, std::size_t page, s
     const auto h = rt_.migration->bring_home_locked(r, first, last, false);
     rt_.fault_counters.device_faults.fetch_add(1, std::memory_order_relaxed);
     rt_.fault_counters.pages_to_host_on_fault.fetch_add(h.pages, std::memory_order_relaxed);
-    if (h.pages)   // device pages of the window came home: mirrors holding them drop them
+    if (h.pages) {
+        (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(first)), (last - first) * kPage);
+        // Device pages of the window came home: mirrors holding them drop them.
         rt_.delivery->post({r.address_of(first), r.address_of(last), mirror::Event::migrate, true, nullptr});
-    if (h.pages) (void)rt_.uffd->wake(reinterpret_cast<void*>(r.address_of(first)), (last - first) * kPage);
+    }
     if (r.entry(page).state != PageState::device) return FaultDisposition::resolved;
     switch (h.status) {
         case Status::retry: return FaultDisposition::retry_later;

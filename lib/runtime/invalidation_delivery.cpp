@@ -29,6 +29,8 @@ InvalidationDelivery::~InvalidationDelivery() {
 }
 
 void InvalidationDelivery::post(const mirror::Invalidation& inv) noexcept {
+    // Nobody mirrors anything: no lock, no wake-up on the fault path.
+    if (registry_.empty()) return;
     {
         std::lock_guard lock(m_);
         ++posted_;

@@ -55,7 +55,9 @@ TEST_CASE("insert refuses bad intervals and double insertion; remove of a strang
     CHECK(reg.insert(a, kBase, 0) == std::errc::invalid_argument);
     CHECK(reg.insert(a, kBase, 100) == std::errc::invalid_argument);
     CHECK(reg.insert(a, ~std::uintptr_t{0} & ~(kPage - 1), 2 * kPage) == std::errc::invalid_argument);
+    CHECK(reg.empty());
     REQUIRE(!reg.insert(a, kBase, 4 * kPage));
+    CHECK(!reg.empty());
     CHECK(reg.insert(a, kBase, kPage) == std::errc::device_or_resource_busy);
     NotifierRegistry other;
     CHECK(other.insert(a, kBase, kPage) == std::errc::device_or_resource_busy);
@@ -66,6 +68,7 @@ TEST_CASE("insert refuses bad intervals and double insertion; remove of a strang
     reg.remove(a);
     CHECK(!a.inserted());
     CHECK(reg.size() == 0);
+    CHECK(reg.empty());
     CHECK(reg.invalidate(inv(kBase, kBase + kPage)) == NotifierRegistry::Outcome::done);
     CHECK(a.count() == 0);
 }
