@@ -168,6 +168,12 @@ inline constexpr std::uint64_t device = 1ull << 60;   // out: a device page of d
 inline constexpr std::uint64_t req_fault = valid;     // in: make it valid (fault it in)
 inline constexpr std::uint64_t req_write = write;     // in: make it writable (with req_fault)
 inline constexpr std::uint64_t location_mask = (1ull << 48) - 1;
+// out: the size of the CPU mapping the page is part of, as log2 of pages:
+// 9 for a 2 MiB huge page (a THP's PMD, or hugetlb), 18 for 1 GiB, 0 for a
+// 4 KiB page (hmm_pfn_to_map_order). A device may map that much at once.
+inline constexpr unsigned order_shift = 48;
+inline constexpr std::uint64_t order_mask = 0x3Full << order_shift;
+constexpr unsigned map_order(std::uint64_t word) noexcept { return static_cast<unsigned>((word & order_mask) >> order_shift); }
 inline constexpr std::uint64_t flags_mask = valid | write | error | device;
 }  // namespace pfn
 

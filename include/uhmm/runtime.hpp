@@ -91,6 +91,10 @@ struct RuntimeStats {
     std::uint64_t migrate_failed_pages = 0;
     std::uint64_t bytes_to_device = 0, bytes_to_host = 0;
     std::uint64_t device_pages = 0;          // device pages held now
+    std::uint64_t migrations_would_block = 0;   // non-blockable migrations given up (EAGAIN)
+    // range_fault's view of the mappings: lookups, those the cache served,
+    // and the kernel queries (PROCMAP_QUERY, or the maps text) made.
+    std::uint64_t view_lookups = 0, view_cache_hits = 0, view_kernel_queries = 0;
     devmem::ArenaStats arena;
     std::size_t metadata_bytes = 0;          // page tables, locks and range headers
 };
@@ -142,6 +146,31 @@ public:
     // `owner` (the device asking, or nullptr) so that one can skip its own;
     // so do not call it holding a lock your notifier's callback takes.
     Result<MigrateResult> migrate(void* addr, std::size_t len, Target to, const void* owner = nullptr);
+    // The same, with the caller's circumstances. blockable = false (a
+    // background policy, which must not wait on a device): the mirrors'
+    // invalidation may be answered "would block"; the runtime then backs off
+    // and asks again a few times within about a millisecond, and gives up:
+    // nothing moved, every page failed, error EAGAIN.
+    struct MigrateOptions {
+        const void* owner = nullptr;
+        bool blockable = true;
+    };
+    Result<MigrateResult> migrate(void* addr, std::size_t len, Target to, const MigrateOptions& options);
+
+    // mprotect(2) that keeps mirrors in step: the protection changes, then
+    // every notifier overlapping the range gets a blockable `protection`
+    // invalidation (mprotect itself sends no userfaultfd event). Any memory,
+    // managed or not; len is rounded up to pages. mprotect's errors; EINVAL
+    // for an unaligned address or zero length. The preload library's
+    // mprotect hook calls it.
+    std::error_code protect(void* addr, std::size_t len, int prot);
+    // Whether every mprotect of managed memory goes through protect() from
+    // now on (the preload library's hook sees to it; a program may promise
+    // it too). Then range_fault serves the permissions of managed memory from
+    // a cache that protect(), munmap, mremap and manage keep true, instead
+    // of asking the kernel on every call. Off by default: a plain mprotect
+    // is always seen.
+    void protection_hooked(bool every_mprotect_reported) noexcept;
 
     // The devices' notifiers (include/uhmm/mirror.hpp). The runtime tells
     // them: unmap (munmap, mremap away), clear (madvise DONTNEED/FREE/REMOVE),

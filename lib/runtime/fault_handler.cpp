@@ -188,6 +188,7 @@ void FaultHandler::on_remove(const uffd::Remove& r) noexcept {
 }
 
 void FaultHandler::on_unmap(const uffd::Unmap& u) noexcept {
+    rt_.view.changed();
     rt_.delivery->post({u.start, u.end, mirror::Event::unmap, true, nullptr});
     invalidate(u.start, u.end, true);
 }
@@ -241,6 +242,7 @@ void FaultHandler::on_remap(const uffd::Remap& m) noexcept {
     // record follows it. DEVICE pages keep their device page; a MIGRATING
     // page's host page moved (its migration, finding it dropped, frees the
     // device copy). Read, then write, one lock at a time.
+    rt_.view.changed();
     rt_.delivery->post({m.from, m.from + m.len, mirror::Event::unmap, true, nullptr});
     const std::uintptr_t to_end = m.to + m.len;
     space::RangeRef src, dst;

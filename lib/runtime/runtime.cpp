@@ -9,6 +9,7 @@
 #include <chrono>
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "base/log.hpp"
@@ -228,6 +229,7 @@ std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bo
         r->put();
         return fail(why, EEXIST, "manage: the range overlaps memory the runtime already manages");
     }
+    rt.view.changed();   // registration split the mapping; the cache's intervals now read as managed
     return {};
 }
 
@@ -253,6 +255,7 @@ std::error_code Runtime::unmanage(void* addr, std::size_t len) {
     if (auto ec = impl_->bring_all_home(*r)) return ec;
     (void)impl_->uffd->unregister_range(addr, len);
     impl_->space.remove(r.get());
+    impl_->view.changed();
     return {};
 }
 
@@ -282,18 +285,39 @@ std::error_code Runtime::release(void* addr, std::size_t len) {
     (void)impl_->uffd->unregister_range(addr, len);
     impl_->space.remove(r.get());
     ::munmap(addr, len);
+    impl_->view.changed();
     // The memory is gone: its device pages are just freed.
     for (std::size_t p = 0; p < r->pages(); ++p) {
         std::lock_guard block(r->lock_for(p));
         if (r->entry(p).state == PageState::device) (void)impl_->arena->put(r->entry(p).device);
         r->entry(p).state = PageState::none;
     }
+    migrations.unlock();
+    // Unregistered first, this munmap sent no userfaultfd event: tell the
+    // mirrors here (a device holding a reference keeps its page until it
+    // lets go, as with any unmap).
+    (void)impl_->notifiers.invalidate({start, start + len, mirror::Event::unmap, true, nullptr});
     return {};
 }
 
 // ---- migration requests ----------------------------------------------------------------------
 
 Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, const void* owner) {
+    return migrate(addr, len, to, MigrateOptions{owner, true});
+}
+
+namespace {
+
+// A non-blockable migration whose mirrors answer "would block" backs off
+// and asks again this many times, then gives up (EAGAIN) rather than wait:
+// the caller (a background policy) comes back later.
+constexpr std::chrono::microseconds kNonBlockableBackoff[] = {
+    std::chrono::microseconds(50), std::chrono::microseconds(200), std::chrono::microseconds(1000)};
+
+}  // namespace
+
+Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, const MigrateOptions& options) {
+    const void* owner = options.owner;
     if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
     const auto start = reinterpret_cast<std::uintptr_t>(addr);
     if (len == 0 || !aligned(start) || !aligned(len) || start + len < start) return errno_code(EINVAL);
@@ -315,7 +339,22 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
     }
     // Mirrors first (migrate_vma_setup's MMU_NOTIFY_MIGRATE): the device
     // that asked passes itself as owner and skips its own.
-    (void)impl_->notifiers.invalidate({start, start + len, mirror::Event::migrate, true, owner});
+    const mirror::Invalidation inv{start, start + len, mirror::Event::migrate, options.blockable, owner};
+    for (std::size_t attempt = 0;; ++attempt) {
+        if (impl_->notifiers.invalidate(inv) == mirror::NotifierRegistry::Outcome::done) break;
+        if (attempt == std::size(kNonBlockableBackoff)) {
+            MigrateResult refused;
+            for (const auto& piece : pieces) refused.requested += piece.count;
+            refused.failed = refused.requested;
+            refused.error = std::make_error_code(std::errc::resource_unavailable_try_again);
+            refused.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            impl_->nonblocking_refusals.fetch_add(1, std::memory_order_relaxed);
+            return refused;
+        }
+        migrations.unlock();   // back off without holding off fork or unmanage
+        std::this_thread::sleep_for(kNonBlockableBackoff[attempt]);
+        migrations.lock();
+    }
     MigrateResult result;
     const std::uint16_t who = to == Target::device ? impl_->owner_id(owner, true) : 0;
     for (auto& piece : pieces) {
@@ -327,6 +366,27 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
 }
 
 mirror::NotifierRegistry& Runtime::notifiers() noexcept { return impl_->notifiers; }
+
+std::error_code Runtime::protect(void* addr, std::size_t len, int prot) {
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || !aligned(start) || start + len < start) return errno_code(EINVAL);
+    len = (len + kPage - 1) / kPage * kPage;
+    // The change first, then the mirrors (as the kernel's change_protection
+    // does under its notifier): a device that faults in between sees the new
+    // protection already, one that mapped before is told to drop its entry.
+    // A failed mprotect may have changed part of the range: tell them anyway.
+    const int rc = ::mprotect(addr, len, prot);
+    const int err = errno;
+    impl_->view.changed();
+    if (!impl_->forked_child.load(std::memory_order_acquire))
+        (void)impl_->notifiers.invalidate({start, start + len, mirror::Event::protection, true, nullptr});
+    return rc == 0 ? std::error_code{} : errno_code(err);
+}
+
+void Runtime::protection_hooked(bool every_mprotect_reported) noexcept {
+    impl_->view.changed();
+    impl_->protection_reported.store(every_mprotect_reported, std::memory_order_release);
+}
 
 namespace {
 std::error_code device_copy(Runtime::Impl& rt, migrate::Direction dir, std::uint64_t page, std::size_t offset,
@@ -391,7 +451,8 @@ std::uint16_t Runtime::Impl::owner_id(const void* who, bool add) {
 std::error_code mirror::range_fault(Runtime& rt, Range& range) {
     auto& impl = *rt.impl_;
     if (impl.forked_child.load(std::memory_order_acquire)) return errno_code(ECHILD);
-    const detail::PageSource src{&impl.space, impl.pagemap.get(), impl.owner_id(range.dev_private_owner, false)};
+    const detail::PageSource src{&impl.space, impl.pagemap.get(), impl.owner_id(range.dev_private_owner, false),
+                                 &impl.view, impl.protection_reported.load(std::memory_order_acquire)};
     return detail::range_fault(src, range);
 }
 
@@ -461,6 +522,11 @@ RuntimeStats Runtime::stats() const {
     s.bytes_to_host = m.bytes_to_host.load(r);
     s.arena = impl_->arena->stats();
     s.device_pages = s.arena.used_pages;
+    s.migrations_would_block = impl_->nonblocking_refusals.load(r);
+    const auto v = impl_->view.counters();
+    s.view_lookups = v.lookups;
+    s.view_cache_hits = v.cache_hits;
+    s.view_kernel_queries = v.kernel_queries;
     return s;
 }
 

@@ -21,6 +21,7 @@
 #include "migrate/host_zapper.hpp"
 #include "migrate/migration.hpp"
 #include "runtime/invalidation_delivery.hpp"
+#include "space/mapping_view.hpp"
 #include "migrate/self_zaps.hpp"
 #include "space/address_space.hpp"
 
@@ -55,6 +56,11 @@ struct Runtime::Impl {
     FaultCounters fault_counters;
     std::optional<migrate::Migration> migration;
     space::AddressSpace space;
+    // The mappings as range_fault sees them; every known change bumps it
+    // (the fault thread's unmap / remap, manage, unmanage, protect).
+    space::MappingView view;
+    std::atomic<bool> protection_reported{false};   // protection_hooked(true)
+    std::atomic<std::uint64_t> nonblocking_refusals{0};   // non-blockable migrations given up (EAGAIN)
     // Devices' notifiers, and the thread that calls them for what the fault
     // thread sees (declared after the registry: it goes first).
     mirror::NotifierRegistry notifiers;

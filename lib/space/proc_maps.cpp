@@ -1,16 +1,20 @@
 // /proc/self/smaps and /proc/self/pagemap readers (see the header).
 #include "space/proc_maps.hpp"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <vector>
 
 #include <uhmm/result.hpp>
+
+#include "space/kernel_abi.hpp"
 
 namespace uhmm::space {
 
@@ -106,6 +110,30 @@ std::error_code read_pagemap(int pagemap_fd, std::uintptr_t addr, std::size_t pa
         }
         if (n == 0) return errno_code(EIO);
         done += static_cast<std::size_t>(n);
+    }
+    return {};
+}
+
+std::error_code read_huge_runs(int pagemap_fd, std::uintptr_t start, std::uintptr_t end, std::vector<PageRun>& out) {
+    kernel::page_region regions[64];
+    for (std::uintptr_t at = start; at < end;) {
+        kernel::pm_scan_arg arg{};
+        arg.size = sizeof arg;
+        arg.start = at;
+        arg.end = end;
+        arg.vec = reinterpret_cast<std::uintptr_t>(regions);
+        arg.vec_len = std::size(regions);
+        arg.category_mask = kernel::kPageIsHuge;
+        arg.return_mask = kernel::kPageIsHuge;
+        const int n = ::ioctl(pagemap_fd, kernel::kPagemapScan, &arg);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return last_errno();
+        }
+        for (int i = 0; i < n; ++i) out.push_back({regions[i].start, regions[i].end});
+        // walk_end < end: the vector filled up; go on from there.
+        if (arg.walk_end <= at) break;
+        at = arg.walk_end;
     }
     return {};
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace uhmm::space {
 
@@ -23,5 +24,13 @@ inline constexpr std::uint64_t kPagemapSwapped = 1ull << 62;
 
 // Read the pagemap entries of `pages` pages from `addr` into out[0..pages).
 std::error_code read_pagemap(int pagemap_fd, std::uintptr_t addr, std::size_t pages, std::uint64_t* out) noexcept;
+
+// The pages of [start, end) that a huge page maps (a THP's PMD, or
+// hugetlb), as runs [first, last) appended to `out`, from PAGEMAP_SCAN.
+// ENOTTY / EINVAL: the kernel has no PAGEMAP_SCAN (before 6.7).
+struct PageRun {
+    std::uintptr_t start, end;
+};
+std::error_code read_huge_runs(int pagemap_fd, std::uintptr_t start, std::uintptr_t end, std::vector<PageRun>& out);
 
 }  // namespace uhmm::space

@@ -206,10 +206,7 @@ TEST_CASE("after fork the parent's pages are copy-on-write: valid, not writable,
 TEST_CASE("an invalidation racing range_fault makes it say EBUSY; read_begin again and it succeeds") {
     auto rt = make_runtime();
     constexpr std::size_t len = 8 * kPage;
-    Mapping m(len);
-    REQUIRE(m);
-    fill_pattern(m.data(), len);
-    REQUIRE(!rt->manage(m.data(), len));
+    ManagedPattern m(*rt, len);
     struct Dev : mirror::Notifier {
         bool invalidate(const mirror::Invalidation&, std::uint64_t) noexcept override { return true; }
     } dev;
@@ -232,4 +229,100 @@ TEST_CASE("an invalidation racing range_fault makes it say EBUSY; read_begin aga
     CHECK(count(pfns, pfn::valid) == len / kPage);
     CHECK(first_mismatch(m.data(), len) == len);
     rt->notifiers().remove(dev);
+}
+
+// ---- the address-space view: permissions re-checked, or cached when mprotect is reported ----
+
+TEST_CASE("a plain mprotect is seen by the next range_fault (protection not hooked: no cache)") {
+    auto rt = make_runtime();
+    constexpr std::size_t len = 8 * kPage;
+    ManagedPattern m(*rt, len);
+    std::vector<std::uint64_t> pfns;
+    auto w = range_of(m.data(), len, pfns, pfn::req_fault | pfn::req_write);
+    REQUIRE(!mirror::range_fault(*rt, w));
+    CHECK(count(pfns, pfn::valid | pfn::write) == len / kPage);
+    REQUIRE(::mprotect(m.data(), len, PROT_READ) == 0);   // no event, no hook
+    CHECK(mirror::range_fault(*rt, w) == std::errc::operation_not_permitted);
+    auto snap = range_of(m.data(), len, pfns);
+    REQUIRE(!mirror::range_fault(*rt, snap));
+    CHECK(count(pfns, pfn::valid, pfn::write) == len / kPage);
+    REQUIRE(::mprotect(m.data(), len, PROT_NONE) == 0);
+    REQUIRE(!mirror::range_fault(*rt, snap));
+    CHECK(count(pfns, pfn::error) == len / kPage);
+    CHECK(rt->stats().view_cache_hits == 0);
+    REQUIRE(::mprotect(m.data(), len, PROT_READ | PROT_WRITE) == 0);
+    CHECK(first_mismatch(m.data(), len) == len);
+}
+
+TEST_CASE("protection hooked: managed memory's mappings come from the cache until protect, munmap or mremap") {
+    auto rt = make_runtime();
+    rt->protection_hooked(true);
+    constexpr std::size_t pages = 16, len = pages * kPage;
+    ManagedPattern m(*rt, len);
+    std::vector<std::uint64_t> pfns;
+    auto w = range_of(m.data(), len, pfns, pfn::req_fault | pfn::req_write);
+    REQUIRE(!mirror::range_fault(*rt, w));
+    const auto before = rt->stats();
+    for (int i = 0; i < 10; ++i) REQUIRE(!mirror::range_fault(*rt, w));
+    auto after = rt->stats();
+    CHECK(after.view_cache_hits - before.view_cache_hits == 10);
+    CHECK(after.view_kernel_queries == before.view_kernel_queries);
+
+    SECTION("protect() makes the next lookup ask the kernel, and it sees read-only") {
+        REQUIRE(!rt->protect(m.page(2), 2 * kPage, PROT_READ));
+        CHECK(mirror::range_fault(*rt, w) == std::errc::operation_not_permitted);
+        CHECK(rt->stats().view_kernel_queries > after.view_kernel_queries);
+        auto snap = range_of(m.data(), len, pfns);
+        REQUIRE(!mirror::range_fault(*rt, snap));
+        CHECK(count(pfns, pfn::valid | pfn::write) == pages - 2);
+        CHECK(!(pfns[2] & pfn::write));
+        CHECK(!(pfns[3] & pfn::write));
+    }
+    SECTION("munmap of part of it: a write fault there is EFAULT, the rest still maps") {
+        REQUIRE(::munmap(m.page(8), 8 * kPage) == 0);
+        CHECK(mirror::range_fault(*rt, w) == std::errc::bad_address);
+        auto head = range_of(m.data(), 8 * kPage, pfns, pfn::req_fault | pfn::req_write);
+        REQUIRE(!mirror::range_fault(*rt, head));
+        CHECK(count(pfns, pfn::valid | pfn::write) == 8);
+    }
+    SECTION("memory that is not managed is never served from the cache") {
+        Mapping plain(len);
+        REQUIRE(plain);
+        auto p = range_of(plain.data(), len, pfns, pfn::req_fault);
+        REQUIRE(!mirror::range_fault(*rt, p));
+        const auto hits = rt->stats().view_cache_hits;
+        REQUIRE(::mprotect(plain.data(), len, PROT_NONE) == 0);   // not reported: still seen
+        CHECK(mirror::range_fault(*rt, p) == std::errc::bad_address);
+        CHECK(rt->stats().view_cache_hits == hits);
+    }
+}
+
+TEST_CASE("a transparent huge page is reported with map order 9; 4 KiB pages with 0") {
+    auto rt = make_runtime();
+    constexpr std::size_t huge = 2u << 20;
+    Mapping m(huge, huge);
+    REQUIRE(m);
+    std::byte* p = m.data();
+    if (::madvise(p, huge, MADV_HUGEPAGE) != 0) {
+        WARN("madvise(MADV_HUGEPAGE) refused (" << std::strerror(errno) << "): no transparent huge pages, case not run");
+        return;
+    }
+    std::memset(p, 1, huge);
+    std::vector<std::uint64_t> pfns;
+    auto snap = range_of(p, huge, pfns);
+    REQUIRE(!mirror::range_fault(*rt, snap));
+    if (pfn::map_order(pfns[0]) == 0) {
+        WARN("the kernel gave 4 KiB pages here (THP off, or no free huge page): case not run");
+        return;
+    }
+    for (std::size_t i = 0; i < huge / kPage; ++i) {
+        INFO("page " << i);
+        CHECK(pfn::map_order(pfns[i]) == 9);
+        CHECK((pfns[i] & (pfn::valid | pfn::write)) == (pfn::valid | pfn::write));
+    }
+    // Split by a partial munmap of its tail: what is left is 4 KiB pages.
+    REQUIRE(::munmap(p + huge / 2, huge / 2) == 0);
+    auto half = range_of(p, huge / 2, pfns);
+    REQUIRE(!mirror::range_fault(*rt, half));
+    for (auto v : pfns) CHECK(pfn::map_order(v) == 0);
 }

@@ -8,6 +8,7 @@
 
 #include <sys/wait.h>
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -61,10 +62,7 @@ bool covers(const Invalidation& inv, const void* p, std::size_t len) {
 TEST_CASE("munmap, madvise and mremap reach the notifiers as unmap, clear and unmap") {
     auto rt = make_runtime();
     constexpr std::size_t len = 64 * kPage;
-    Mapping m(len);
-    REQUIRE(m);
-    fill_pattern(m.data(), len);
-    REQUIRE(!rt->manage(m.data(), len));
+    ManagedPattern m(*rt, len);
     Recorder dev, elsewhere;
     REQUIRE(!rt->notifiers().insert(dev, addr_of(m.data()), len));
     Mapping other(kPage);
@@ -163,4 +161,124 @@ TEST_CASE("fork tells the notifiers fork; the runtime's end tells them release")
     CHECK(dev.count(Event::release) == 1);
     CHECK(!dev.inserted());
     CHECK(first_mismatch(m.data(), len) == len);
+}
+
+TEST_CASE("release() of allocated memory tells the notifiers unmap (its munmap sends no event)") {
+    auto rt = make_runtime();
+    constexpr std::size_t len = 16 * kPage;
+    auto a = rt->allocate(len);
+    REQUIRE(a.ok());
+    auto* p = static_cast<std::byte*>(*a);
+    fill_pattern(p, len);
+    Recorder dev;
+    REQUIRE(!rt->notifiers().insert(dev, addr_of(*a), len));
+    REQUIRE(!rt->release(*a, len));
+    const auto u = dev.with(Event::unmap);
+    REQUIRE(u.size() == 1);
+    CHECK(covers(u[0], *a, len));
+    rt->notifiers().remove(dev);
+}
+
+TEST_CASE("protect(): mprotect, then a blockable protection invalidation of that interval only") {
+    auto rt = make_runtime();
+    constexpr std::size_t len = 16 * kPage;
+    Mapping m(len);
+    REQUIRE(m);
+    fill_pattern(m.data(), len);
+    Recorder dev, elsewhere;
+    REQUIRE(!rt->notifiers().insert(dev, addr_of(m.data()), len));
+    Mapping other(kPage);
+    REQUIRE(!rt->notifiers().insert(elsewhere, addr_of(other.data()), kPage));
+
+    // Unmanaged memory too: a device may mirror any of it.
+    REQUIRE(!rt->protect(m.page(4), 2 * kPage, PROT_READ));
+    auto p = dev.with(Event::protection);
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].start == addr_of(m.page(4)));
+    CHECK(p[0].end == addr_of(m.page(6)));
+    CHECK(p[0].blockable);
+    CHECK(elsewhere.count(Event::protection) == 0);
+    CHECK(first_mismatch(m.data(), len) == len);   // still readable, data kept
+
+    // The protection really changed: range_fault refuses a write there.
+    std::vector<std::uint64_t> pfns(2);
+    mirror::Range r;
+    r.start = addr_of(m.page(4));
+    r.end = addr_of(m.page(6));
+    r.pfns = pfns.data();
+    r.default_flags = mirror::pfn::req_fault | mirror::pfn::req_write;
+    CHECK(mirror::range_fault(*rt, r) == std::errc::operation_not_permitted);
+
+    // Errors: mprotect's own, and bad arguments, say so.
+    CHECK(rt->protect(reinterpret_cast<void*>(addr_of(m.data()) + 1), kPage, PROT_READ) == std::errc::invalid_argument);
+    CHECK(rt->protect(m.data(), 0, PROT_READ) == std::errc::invalid_argument);
+    CHECK(rt->protect(m.data(), len, 0x7fff0000) == std::errc::invalid_argument);
+    rt->notifiers().remove(dev);
+    rt->notifiers().remove(elsewhere);
+}
+
+namespace {
+
+// A device whose lock is busy: it refuses non-blockable invalidations
+// ("would block") the first `refusals` times it is asked.
+struct BusyDevice : mirror::Notifier {
+    std::atomic<int> refusals{0};
+    std::atomic<int> calls{0}, refused{0};
+    bool invalidate(const Invalidation& inv, std::uint64_t) noexcept override {
+        ++calls;
+        if (!inv.blockable && refusals.load() > 0) {
+            --refusals;
+            ++refused;
+            return false;
+        }
+        return true;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("non-blockable migrations: a busy device makes the runtime back off, retry, then give up with EAGAIN") {
+    auto rt = make_runtime();
+    constexpr std::size_t len = 8 * kPage;
+    ManagedPattern m(*rt, len);
+    std::byte* p = m.data();
+    BusyDevice dev;
+    REQUIRE(!rt->notifiers().insert(dev, addr_of(p), len));
+    const Runtime::MigrateOptions background{nullptr, false};
+
+    SECTION("busy once: the retry goes through, the pages move") {
+        dev.refusals = 1;
+        auto r = rt->migrate(p, len, Target::device, background);
+        REQUIRE(r.ok());
+        CHECK(r->migrated == len / kPage);
+        CHECK(!r->error);
+        CHECK(dev.refused == 1);
+        CHECK(dev.calls == 2);
+        CHECK(rt->stats().migrations_would_block == 0);
+        CHECK(*rt->state(p) == PageState::device);
+    }
+    SECTION("busy for good: nothing moves, every page failed, EAGAIN") {
+        dev.refusals = 1000;
+        auto r = rt->migrate(p, len, Target::device, background);
+        REQUIRE(r.ok());
+        CHECK(r->requested == len / kPage);
+        CHECK(r->migrated == 0);
+        CHECK(r->failed == len / kPage);
+        CHECK(r->error == std::errc::resource_unavailable_try_again);
+        CHECK(dev.refused == 4);   // the first ask and three retries
+        CHECK(rt->stats().migrations_would_block == 1);
+        std::vector<PageState> where(len / kPage);
+        REQUIRE(!rt->residency(p, len, where));
+        for (auto s : where) CHECK(s == PageState::host);
+        CHECK(first_mismatch(p, len) == len);
+    }
+    SECTION("a blockable migration may not be refused: it goes through") {
+        dev.refusals = 1000;
+        auto r = rt->migrate(p, len, Target::device, Runtime::MigrateOptions{nullptr, true});
+        REQUIRE(r.ok());
+        CHECK(r->migrated == len / kPage);
+        CHECK(dev.refused == 0);
+        CHECK(first_mismatch(p, len) == len);
+    }
+    rt->notifiers().remove(dev);
 }

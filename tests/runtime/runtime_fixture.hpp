@@ -242,6 +242,16 @@ inline std::unique_ptr<Runtime> make_runtime(const std::string& text = kMemfdCon
     return std::move(rt).value();
 }
 
+// The usual start of a case: `len` bytes of private anonymous memory holding
+// the pattern, managed by `rt`.
+struct ManagedPattern : Mapping {
+    ManagedPattern(Runtime& rt, std::size_t len) : Mapping(len) {
+        REQUIRE(*this);
+        fill_pattern(data(), len);
+        REQUIRE(!rt.manage(data(), len));
+    }
+};
+
 inline std::vector<PageState> states(const Runtime& rt, const void* p, std::size_t len) {
     std::vector<PageState> out(len / kPage, PageState::none);
     const auto ec = rt.residency(p, len, out);
