@@ -194,6 +194,17 @@ public:
     std::error_code device_page_put(std::uint64_t page);
     std::error_code device_page_read(std::uint64_t page, std::size_t offset, void* dst, std::size_t len);
     std::error_code device_page_write(std::uint64_t page, std::size_t offset, const void* src, std::size_t len);
+    // The same for the device page behind `addr`, and what device code
+    // should use: the copy runs under the page table's lock, only while
+    // `addr` still has that very page; ESTALE when it moved since the
+    // caller's range_fault (fault it again). A CPU fault brings a page home
+    // at once but its invalidation reaches the mirrors a moment later, from
+    // the runtime's thread; a copy by index in that moment would read stale
+    // data or write to a copy no one will read again.
+    std::error_code device_page_read(const void* addr, std::uint64_t page, std::size_t offset, void* dst,
+                                     std::size_t len);
+    std::error_code device_page_write(const void* addr, std::uint64_t page, std::size_t offset, const void* src,
+                                      std::size_t len);
 
     // Where each page of [addr, addr+len) is now (one entry per page).
     // EFAULT when a page is not managed, EINVAL when `out` is too short.

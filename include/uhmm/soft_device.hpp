@@ -29,6 +29,8 @@ namespace snap {
 inline constexpr std::uint8_t none = 0x00;            // no entry (not present, or not faulted)
 inline constexpr std::uint8_t read = 0x01;            // readable
 inline constexpr std::uint8_t write = 0x02;           // readable and writable
+inline constexpr std::uint8_t pmd = 0x04;             // (with read/write) mapped by a 2 MiB huge page
+inline constexpr std::uint8_t pud = 0x08;             // (with read/write) mapped by a 1 GiB huge page
 inline constexpr std::uint8_t zero = 0x10;            // (with read) the shared zero page
 inline constexpr std::uint8_t device_local = 0x20;    // (with read/write) a device page of this device
 inline constexpr std::uint8_t device_remote = 0x30;   // (with read/write) a device page of another device
@@ -62,8 +64,39 @@ public:
     Result<DeviceResult> snapshot(const void* addr, std::size_t len, std::uint8_t* out);
     // Every device page this device owns in its interval comes home.
     Result<DeviceResult> release();
-    // The next migrate_to_device() fails as if device memory ran out.
+    // The next migration to this device (migrate_to_device() or
+    // make_exclusive()) fails with ENOMEM, as if device memory ran out.
     void fail_next_allocation() noexcept;
+
+    // Atomic access for the device, as dmirror's HMM_DMIRROR_EXCLUSIVE:
+    // until the CPU touches a page again, only the device uses it, and a CPU
+    // access revokes the device's access without losing data. cpages: the
+    // pages the device now holds atomically; a page it could not take
+    // (another device's, read-only, or one that failed to move) is not
+    // counted. Errors: migrate_to_device()'s.
+    //
+    // How it differs from the kernel, and why: make_device_exclusive() keeps
+    // the page in system memory and swaps the CPU's PTE for a device-exclusive
+    // entry, so a CPU access faults. User space cannot put such an entry in
+    // the CPU page table. What it can do is take the page away from the CPU,
+    // so make_exclusive() migrates the pages to this device (the CPU PTE
+    // goes, a CPU access takes a userfaultfd fault) and marks their entries
+    // atomic. A CPU touch then brings the page home, and the runtime's
+    // migrate invalidation makes the device drop the entry, atomic mark
+    // included (the kernel sends MMU_NOTIFY_EXCLUSIVE). What a user sees is
+    // the same: CPU access revokes device atomic access, the data is kept,
+    // and the device's next access takes one fault. One thing is looser:
+    // the runtime delivers fault-time invalidations from a thread of its
+    // own, so the table hears of the revocation shortly after the CPU
+    // access, not before it, and check_exclusive() may need a moment to say
+    // true. The device never uses the stale page meanwhile: its copies are
+    // checked against the runtime's page table (device_page_read/write with
+    // an address say ESTALE) and it faults again.
+    Result<DeviceResult> make_exclusive(void* addr, std::size_t len);
+    // True when no page of [addr, addr+len) still has an atomic entry (as
+    // HMM_DMIRROR_CHECK_EXCLUSIVE returning 0). Pages outside the mirrored
+    // interval have no entries, so they count as not atomic.
+    bool check_exclusive(const void* addr, std::size_t len) const;
 
     std::uint64_t invalidations() const noexcept;
     std::size_t entries() const;   // pages with a table entry now
@@ -84,7 +117,9 @@ private:
     std::uintptr_t base_;
     std::size_t pages_;
     mutable std::mutex lock_;
-    std::vector<std::uint64_t> table_;   // a pfn word per page; 0: no entry
+    // A pfn word per page (0: no entry), plus a bit of the device's own
+    // for atomic entries (soft_device.cpp).
+    std::vector<std::uint64_t> table_;
     std::atomic<std::uint64_t> invalidations_{0};
     std::atomic<bool> fail_alloc_{false};
 };

@@ -434,6 +434,33 @@ std::error_code Runtime::device_page_write(std::uint64_t page, std::size_t offse
     return device_copy(*impl_, migrate::Direction::to_device, page, offset, const_cast<void*>(src), len);
 }
 
+namespace {
+// device_copy while `addr` still has `page`, under its block lock: the
+// fault thread brings a page home under the same lock, so the copy lands
+// wholly before (and comes home with the page) or finds it gone (ESTALE).
+std::error_code device_copy_at(Runtime::Impl& rt, const void* addr, migrate::Direction dir, std::uint64_t page,
+                               std::size_t offset, void* host, std::size_t len) {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr) & ~(std::uintptr_t{kPage} - 1);
+    auto r = rt.space.find(a);
+    if (!r) return errno_code(ESTALE);
+    const std::size_t i = r->index_of(a);
+    std::lock_guard lock(r->lock_for(i));
+    const auto& e = r->entry(i);
+    if (r->dead() || e.state != PageState::device || e.device != page) return errno_code(ESTALE);
+    return device_copy(rt, dir, page, offset, host, len);
+}
+}  // namespace
+
+std::error_code Runtime::device_page_read(const void* addr, std::uint64_t page, std::size_t offset, void* dst,
+                                          std::size_t len) {
+    return device_copy_at(*impl_, addr, migrate::Direction::to_host, page, offset, dst, len);
+}
+
+std::error_code Runtime::device_page_write(const void* addr, std::uint64_t page, std::size_t offset, const void* src,
+                                           std::size_t len) {
+    return device_copy_at(*impl_, addr, migrate::Direction::to_device, page, offset, const_cast<void*>(src), len);
+}
+
 std::uint16_t Runtime::Impl::owner_id(const void* who, bool add) {
     if (!who) return 0;
     std::lock_guard lock(owners_lock);

@@ -6,6 +6,8 @@
 #include <uhmm/mirror.hpp>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -181,4 +183,38 @@ TEST_CASE("range_map under concurrent migrations and drops: every mapping it lea
     CHECK(first_mismatch(p, len) == len);
     REQUIRE(rt->migrate(p, len, Target::host).ok());
     CHECK(eventually([&] { return rt->stats().arena.used_pages == 0; }));
+}
+
+TEST_CASE("device copies by address: they reach the page while it is there, ESTALE once a CPU fault took it home") {
+    auto rt = make_runtime();
+    constexpr std::size_t len = 4 * kPage;
+    ManagedPattern m(*rt, len);
+    const std::error_condition kStale(ESTALE, std::generic_category());
+    int me = 0;   // the device: its address is its owner tag
+    REQUIRE(rt->migrate(m.data(), len, Target::device, &me).ok());
+    std::vector<std::uint64_t> pfns(len / kPage);
+    mirror::Range r;
+    r.start = addr_of(m.data());
+    r.end = r.start + len;
+    r.pfns = pfns.data();
+    r.dev_private_owner = &me;
+    REQUIRE(!mirror::range_fault(*rt, r));
+    REQUIRE((pfns[1] & pfn::device));
+    const std::uint64_t page = pfns[1] & pfn::location_mask;
+
+    std::vector<std::byte> in(kPage, std::byte{0x5a}), out(kPage);
+    REQUIRE(!rt->device_page_write(m.page(1), page, 0, in.data(), kPage));
+    REQUIRE(!rt->device_page_read(m.page(1), page, 0, out.data(), kPage));
+    CHECK(out == in);
+    // The wrong address for that page: refused, nothing written.
+    CHECK(rt->device_page_write(m.page(2), page, 0, in.data(), kPage) == kStale);
+    // The CPU touches it: home it comes, with the device's write.
+    CHECK(std::memcmp(m.page(1), in.data(), kPage) == 0);
+    // The device's entry is stale now (its invalidation may not have arrived
+    // yet): a copy through it is refused, not lost in a dead page.
+    std::vector<std::byte> late(kPage, std::byte{0x77});
+    CHECK(rt->device_page_write(m.page(1), page, 0, late.data(), kPage) == kStale);
+    CHECK(rt->device_page_read(m.page(1), page, 0, out.data(), kPage) == kStale);
+    CHECK(std::memcmp(m.page(1), in.data(), kPage) == 0);
+    CHECK(first_mismatch(m.page(2), 2 * kPage) == 2 * kPage);
 }

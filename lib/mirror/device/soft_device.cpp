@@ -15,6 +15,12 @@ constexpr std::size_t kPage = 4096;
 
 std::error_code errc(std::errc e) { return std::make_error_code(e); }
 
+// make_exclusive()'s mark on a table entry (dmirror's DPT_XA_TAG_ATOMIC). A
+// bit of this device's table only, never of a range_fault word: those use
+// bits 63..60 (flags), 53..48 (the mapping order) and 47..0 (the location).
+constexpr std::uint64_t kAtomic = 1ull << 56;
+static_assert((kAtomic & (pfn::flags_mask | pfn::order_mask | pfn::location_mask)) == 0);
+
 // Copy one page between this process's memory at `remote` and a buffer,
 // through the kernel: an unmapped page is EFAULT, not a crash; a device
 // page takes the CPU's path home.
@@ -92,12 +98,16 @@ std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, std::u
         std::lock_guard lock(lock_);
         if (read_retry(r.notifier_seq)) continue;
         for (std::size_t i = first; i < last; ++i) {
+            const std::uint64_t old = table_[i];
             drop_locked(i);
             std::uint64_t e = pfns[i - first];
             // A device page stays ours while mapped: hold a reference.
             if ((e & pfn::device) &&
                 rt_.device_page_hold(reinterpret_cast<void*>(base_ + i * kPage), e & pfn::location_mask))
                 e = 0;   // moved since the snapshot: no entry, the next access faults again
+            // An atomic entry that no invalidation dropped still has the CPU
+            // locked out: refreshing the same page keeps it atomic.
+            if (e && (old & kAtomic) && (old & ~kAtomic) == e) e |= kAtomic;
             table_[i] = e;
         }
         return {};
@@ -120,10 +130,23 @@ Result<DeviceResult> SoftDevice::access(const void* addr, std::size_t len, bool 
                                          table_.begin() + static_cast<std::ptrdiff_t>(last),
                                          [&](std::uint64_t e) { return (e & need) == need; });
             if (all) {
-                for (std::size_t i = first; i < last; ++i)
-                    if (auto ec = copy_page(table_[i], base_ + i * kPage, (i - first) * kPage)) return ec;
-                res.cpages = last - first;
-                return res;
+                bool stale = false;
+                for (std::size_t i = first; i < last && !stale; ++i) {
+                    const auto ec = copy_page(table_[i], base_ + i * kPage, (i - first) * kPage);
+                    // A CPU fault took the device page home and its
+                    // invalidation is on the way: drop the entry, fault again.
+                    if (ec == std::error_condition(ESTALE, std::generic_category())) {
+                        drop_locked(i);
+                        stale = true;
+                    } else if (ec) {
+                        return ec;
+                    }
+                }
+                if (!stale) {
+                    res.cpages = last - first;
+                    return res;
+                }
+                continue;
             }
         }
         if (auto ec = fault_in(first, last, pfn::req_fault | (write ? pfn::req_write : 0), res.faults)) return ec;
@@ -134,16 +157,18 @@ Result<DeviceResult> SoftDevice::access(const void* addr, std::size_t len, bool 
 Result<DeviceResult> SoftDevice::read(const void* addr, std::size_t len, void* out) {
     auto* dst = static_cast<std::byte*>(out);
     return access(addr, len, false, [&](std::uint64_t e, std::uintptr_t at, std::size_t off) {
-        return (e & pfn::device) ? rt_.device_page_read(e & pfn::location_mask, 0, dst + off, kPage)
-                                 : host_copy(at, dst + off, false);
+        return (e & pfn::device)
+                   ? rt_.device_page_read(reinterpret_cast<void*>(at), e & pfn::location_mask, 0, dst + off, kPage)
+                   : host_copy(at, dst + off, false);
     });
 }
 
 Result<DeviceResult> SoftDevice::write(void* addr, std::size_t len, const void* in) {
     auto* src = const_cast<std::byte*>(static_cast<const std::byte*>(in));
     return access(addr, len, true, [&](std::uint64_t e, std::uintptr_t at, std::size_t off) {
-        return (e & pfn::device) ? rt_.device_page_write(e & pfn::location_mask, 0, src + off, kPage)
-                                 : host_copy(at, src + off, true);
+        return (e & pfn::device)
+                   ? rt_.device_page_write(reinterpret_cast<void*>(at), e & pfn::location_mask, 0, src + off, kPage)
+                   : host_copy(at, src + off, true);
     });
 }
 
@@ -196,7 +221,9 @@ Result<DeviceResult> SoftDevice::snapshot(const void* addr, std::size_t len, std
         if (e & pfn::error) out[i] = snap::error;
         else if (!(e & pfn::valid)) out[i] = snap::none;
         else out[i] = static_cast<std::uint8_t>(((e & pfn::device) ? snap::device_local : 0) |
-                                                ((e & pfn::write) ? snap::write : snap::read));
+                                                ((e & pfn::write) ? snap::write : snap::read) |
+                                                (pfn::map_order(e) == 9 ? snap::pmd : 0) |
+                                                (pfn::map_order(e) == 18 ? snap::pud : 0));
     }
     DeviceResult res;
     res.cpages = n;
@@ -220,6 +247,36 @@ Result<DeviceResult> SoftDevice::release() {
         i = j;
     }
     return res;
+}
+
+Result<DeviceResult> SoftDevice::make_exclusive(void* addr, std::size_t len) {
+    // To the device first, mapped at once: the CPU loses the pages, so its
+    // next access faults and the runtime tells us (see the header).
+    auto m = migrate_to_device(addr, len);
+    if (!m) return m.error();
+    // Mark what is ours and writable now: pages that were already here count
+    // too; one dropped since the migration has no entry and is not counted.
+    const std::size_t first = (reinterpret_cast<std::uintptr_t>(addr) - base_) / kPage, last = first + len / kPage;
+    DeviceResult res;
+    std::lock_guard lock(lock_);
+    for (std::size_t i = first; i < last; ++i) {
+        if ((table_[i] & (pfn::device | pfn::write)) != (pfn::device | pfn::write)) continue;
+        table_[i] |= kAtomic;
+        ++res.cpages;
+    }
+    return res;
+}
+
+bool SoftDevice::check_exclusive(const void* addr, std::size_t len) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr);
+    const std::uintptr_t end = base_ + pages_ * kPage;
+    if (a >= end || a + len <= base_) return true;
+    const std::size_t first = (std::max(a, base_) - base_) / kPage;
+    const std::size_t last = (std::min(a + len, end) - base_ + kPage - 1) / kPage;
+    std::lock_guard lock(lock_);
+    return std::none_of(table_.begin() + static_cast<std::ptrdiff_t>(first),
+                        table_.begin() + static_cast<std::ptrdiff_t>(last),
+                        [](std::uint64_t e) { return (e & kAtomic) != 0; });
 }
 
 void SoftDevice::fail_next_allocation() noexcept { fail_alloc_.store(true); }
