@@ -48,6 +48,22 @@ struct Knob {
 // Every key the runtime accepts, in the order the README lists them.
 std::span<const Knob> knobs();
 
+// policy=: what moves pages when nobody asks (see docs/ARCHITECTURE.md).
+enum class PolicyKind : std::uint8_t {
+    none,    // pages move only when asked (migrate(), hmmctl)
+    chaos,   // every chaos_period_ms, a seeded random chaos_fraction of host pages go to the device
+    tier,    // host-resident managed memory kept within tier_hot (not available yet)
+};
+std::string_view to_string(PolicyKind k) noexcept;
+
+struct PolicyConfig {
+    PolicyKind kind = PolicyKind::none;   // policy=
+    unsigned chaos_period_ms = 100;       // chaos_period_ms=
+    double chaos_fraction = 0.1;          // chaos_fraction= (0 < f <= 1)
+    std::uint64_t seed = 1;               // seed=
+    std::size_t tier_hot = 256u << 20;    // tier_hot= (bytes of managed memory allowed on the host)
+};
+
 struct RuntimeConfig {
     devmem::ArenaSpec arena{.backend = devmem::Backend::hugepage, .size = std::size_t{1} << 30};   // arena=, arena_size=, arena_reserve=
     migrate::EngineKind engine = migrate::EngineKind::automatic;   // engine=
@@ -60,6 +76,16 @@ struct RuntimeConfig {
     // migrate_batch=: pages write-protected, copied and zapped per step of a
     // migration to the device (a step's copy overlaps the next step's setup).
     std::size_t migrate_batch = 4u << 20;
+    PolicyConfig policy;
+    // The preload library's keys (libuhmm_preload.so; the runtime itself
+    // only logs and writes statistics): min_range= (allocations and private
+    // anonymous mappings this big or bigger become managed), socket= (the
+    // control socket, hmmctl), log= (off, error, warn, info, debug), stats=
+    // (a path: JSON statistics at exit; %p becomes the process id).
+    std::size_t min_range = 1u << 20;
+    bool socket = true;
+    std::string log = "warn";
+    std::string stats;
 
     // The defaults with `text` ("key=value,key=value") applied. Unknown keys
     // and bad values: EINVAL, `*why` names the key and what is accepted.
@@ -92,6 +118,9 @@ struct RuntimeStats {
     std::uint64_t bytes_to_device = 0, bytes_to_host = 0;
     std::uint64_t device_pages = 0;          // device pages held now
     std::uint64_t migrations_would_block = 0;   // non-blockable migrations given up (EAGAIN)
+    std::uint64_t ranges_managed = 0;           // ranges managed over the runtime's life
+    std::uint64_t policy_rounds = 0;            // policy=chaos: rounds run
+    std::uint64_t policy_migrations = 0;        // policy=chaos: migrate calls that moved pages
     // range_fault's view of the mappings: lookups, those the cache served,
     // and the kernel queries (PROCMAP_QUERY, or the maps text) made.
     std::uint64_t view_lookups = 0, view_cache_hits = 0, view_kernel_queries = 0;
@@ -131,8 +160,16 @@ public:
     // could not come home: the range then stays managed, nothing lost.
     std::error_code unmanage(void* addr, std::size_t len);
 
+    // manage() for memory the caller has just mapped itself, private and
+    // anonymous (a hook's fresh mmap, or the part of a managed mapping that
+    // mremap grew): no /proc/self/smaps check, so it costs no more than the
+    // registration. Memory another userfaultfd owns is still EBUSY.
+    std::error_code manage_fresh(void* addr, std::size_t len);
+
     // Map len bytes (rounded up to pages) of private anonymous memory and manage it.
     Result<void*> allocate(std::size_t len);
+    // The same, aligned to `alignment` (a power of two, at least 4096; EINVAL otherwise).
+    Result<void*> allocate(std::size_t len, std::size_t alignment);
     // Unmanage and unmap memory from allocate() (device pages are just freed;
     // len is rounded up to pages). ENOENT: not exactly one managed range at
     // addr of that length; EINVAL: a range from manage() (use unmanage).
@@ -210,9 +247,16 @@ public:
     // EFAULT when a page is not managed, EINVAL when `out` is too short.
     std::error_code residency(const void* addr, std::size_t len, std::span<PageState> out) const;
     Result<PageState> state(const void* addr) const;
+    // Whether any page of [addr, addr+len) is managed (lock-light: the hooks ask it).
+    bool manages(const void* addr, std::size_t len) const;
 
     std::vector<RangeInfo> ranges() const;
     RuntimeStats stats() const;
+    // stats() as one JSON object (the keys of `hmmctl stat --json` and of
+    // the preload library's stats= file): pid, faults, device_faults,
+    // pages_to_device, pages_to_host, migrations (policy migrations that
+    // moved pages), bytes, arena use, policy, ...
+    std::string stats_json() const;
     const RuntimeConfig& config() const noexcept;
     // One line: arena (and fallbacks), engine, fault threads, fault_around,
     // userfaultfd features.

@@ -6,17 +6,22 @@
 
 #include <mutex>
 
+#include "base/internal.hpp"
+
 namespace uhmm::log {
 
 namespace {
 
 std::shared_ptr<spdlog::logger> make_logger() {
     // A private thread pool, so that the host program's own use of spdlog
-    // (with its default pool) is never disturbed by ours.
-    static auto pool = std::make_shared<spdlog::details::thread_pool>(8192, 1);
+    // (with its default pool) is never disturbed by ours. Never destroyed:
+    // the runtime's threads may log while the process runs its exit
+    // handlers (the preload library leaves them running to the end).
+    static auto* pool = new std::shared_ptr<spdlog::details::thread_pool>(
+        std::make_shared<spdlog::details::thread_pool>(8192, 1, [] { base::mark_internal_thread(); }));
     auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
     auto logger = std::make_shared<spdlog::async_logger>(
-        "uhmm", std::move(sink), pool, spdlog::async_overflow_policy::overrun_oldest);
+        "uhmm", std::move(sink), *pool, spdlog::async_overflow_policy::overrun_oldest);
     logger->set_pattern("uhmm: %l: %v");
     logger->set_level(spdlog::level::warn);
     logger->flush_on(spdlog::level::err);
@@ -26,8 +31,8 @@ std::shared_ptr<spdlog::logger> make_logger() {
 }  // namespace
 
 spdlog::logger& get() {
-    static std::shared_ptr<spdlog::logger> logger = make_logger();
-    return *logger;
+    static auto* logger = new std::shared_ptr<spdlog::logger>(make_logger());   // never destroyed (see the pool)
+    return **logger;
 }
 
 bool set_level(std::string_view name) {

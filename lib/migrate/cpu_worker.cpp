@@ -29,6 +29,7 @@
 #include <atomic>
 #include <cerrno>
 
+#include "base/internal.hpp"
 #include "base/log.hpp"
 #include "migrate/memcpy_engine.hpp"
 
@@ -69,7 +70,10 @@ bool vm_copy_works() {
 }  // namespace
 
 CpuWorker::CpuWorker(std::byte* arena_base, std::span<const std::byte> runtime)
-    : base_(arena_base), runtime_(runtime), checked_(vm_copy_works()), thread_([this] { run(); }) {
+    : base_(arena_base), runtime_(runtime), checked_(vm_copy_works()), thread_([this] {
+          base::mark_internal_thread();
+          run();
+      }) {
     ::pthread_setname_np(thread_.native_handle(), "uhmm-copy-cpu");
 }
 

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <uhmm/runtime.hpp>
@@ -22,6 +24,15 @@ constexpr std::array kKnobs = {
     Knob{"fault_around", "2M", "bytes",
          "most a CPU fault brings home at once (power of two, 4K-2M); grows from 4K while faults walk in order"},
     Knob{"migrate_batch", "4M", "bytes", "pages frozen, copied and zapped per step of a migration to the device"},
+    Knob{"policy", "none", "", "what moves pages unasked: none, chaos (tier: not available yet)"},
+    Knob{"chaos_period_ms", "100", "ms", "chaos: how often a round of migrations starts (1-3600000)"},
+    Knob{"chaos_fraction", "0.1", "0-1", "chaos: the fraction of host-resident managed pages each round moves"},
+    Knob{"seed", "1", "", "chaos: the random seed (a round's choice of pages is reproducible)"},
+    Knob{"tier_hot", "256M", "bytes", "tier: managed memory allowed on the host"},
+    Knob{"min_range", "1M", "bytes", "preload: allocations and private anonymous mmaps this big or bigger are managed"},
+    Knob{"socket", "on", "on|off", "the control socket hmmctl talks to"},
+    Knob{"log", "warn", "", "log level: off, error, warn, info, debug"},
+    Knob{"stats", "", "path", "JSON statistics written at exit (%p: the process id); empty: none"},
 };
 
 std::error_code bad(std::string* why, std::string text) {
@@ -42,6 +53,20 @@ std::string known_keys() {
 }
 
 bool is_power_of_two(std::size_t v) { return v && !(v & (v - 1)); }
+
+std::optional<bool> on_off(const std::string& v) {
+    if (v == "on" || v == "true" || v == "yes" || v == "1") return true;
+    if (v == "off" || v == "false" || v == "no" || v == "0") return false;
+    return std::nullopt;
+}
+
+template <class T>
+std::optional<T> whole_number(const std::string& v) {
+    T n{};
+    const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc{} || ptr != v.data() + v.size() || v.empty()) return std::nullopt;
+    return n;
+}
 
 }  // namespace
 
@@ -75,11 +100,9 @@ Result<RuntimeConfig> RuntimeConfig::parse(std::string_view text, std::string* w
 
     RuntimeConfig c;
     const std::string reserve = value_of("arena_reserve");
-    bool reserve_on = false;
-    if (reserve == "on" || reserve == "true" || reserve == "yes" || reserve == "1") reserve_on = true;
-    else if (!(reserve == "off" || reserve == "false" || reserve == "no" || reserve == "0"))
-        return bad(why, "UHMM_CONF: arena_reserve='" + reserve + "': expected on or off");
-    auto spec = devmem::parse_arena_spec(value_of("arena"), value_of("arena_size"), reserve_on, why);
+    const auto reserve_on = on_off(reserve);
+    if (!reserve_on) return bad(why, "UHMM_CONF: arena_reserve='" + reserve + "': expected on or off");
+    auto spec = devmem::parse_arena_spec(value_of("arena"), value_of("arena_size"), *reserve_on, why);
     if (!spec) return spec.error();
     c.arena = *spec;
 
@@ -108,13 +131,79 @@ Result<RuntimeConfig> RuntimeConfig::parse(std::string_view text, std::string* w
     if (!mb || *mb < devmem::kPageSize || *mb % devmem::kPageSize || *mb > (std::size_t{1} << 30))
         return bad(why, "UHMM_CONF: migrate_batch='" + batch + "': expected a multiple of 4K from 4K to 1G");
     c.migrate_batch = *mb;
+
+    const std::string policy = value_of("policy");
+    if (policy == "none") c.policy.kind = PolicyKind::none;
+    else if (policy == "chaos") c.policy.kind = PolicyKind::chaos;
+    else if (policy == "tier")
+        return bad(why, "UHMM_CONF: policy='tier' is not available yet: expected none or chaos");
+    else return bad(why, "UHMM_CONF: policy='" + policy + "': expected none or chaos");
+
+    const std::string period = value_of("chaos_period_ms");
+    const auto ms = whole_number<unsigned>(period);
+    if (!ms || *ms < 1 || *ms > 3600000)
+        return bad(why, "UHMM_CONF: chaos_period_ms='" + period + "': expected milliseconds from 1 to 3600000");
+    c.policy.chaos_period_ms = *ms;
+
+    const std::string fraction = value_of("chaos_fraction");
+    double f = 0;
+    const auto [fptr, fec] = std::from_chars(fraction.data(), fraction.data() + fraction.size(), f);
+    if (fec != std::errc{} || fptr != fraction.data() + fraction.size() || fraction.empty() || !(f > 0 && f <= 1))
+        return bad(why, "UHMM_CONF: chaos_fraction='" + fraction + "': expected a number above 0 and at most 1");
+    c.policy.chaos_fraction = f;
+
+    const std::string seed = value_of("seed");
+    const auto sd = whole_number<std::uint64_t>(seed);
+    if (!sd) return bad(why, "UHMM_CONF: seed='" + seed + "': expected a whole number from 0 to 2^64-1");
+    c.policy.seed = *sd;
+
+    const std::string hot = value_of("tier_hot");
+    auto th = devmem::parse_size(hot);
+    if (!th || *th < devmem::kPageSize)
+        return bad(why, "UHMM_CONF: tier_hot='" + hot + "': expected a size of at least 4K (K/M/G/T suffixes)");
+    c.policy.tier_hot = *th;
+
+    const std::string min_range = value_of("min_range");
+    auto mr = devmem::parse_size(min_range);
+    if (!mr || *mr < devmem::kPageSize || *mr > (std::size_t{1} << 46))
+        return bad(why, "UHMM_CONF: min_range='" + min_range + "': expected a size from 4K to 64T (K/M/G/T suffixes)");
+    c.min_range = *mr;
+
+    const std::string socket = value_of("socket");
+    const auto sock = on_off(socket);
+    if (!sock) return bad(why, "UHMM_CONF: socket='" + socket + "': expected on or off");
+    c.socket = *sock;
+
+    const std::string log = value_of("log");
+    if (log != "off" && log != "error" && log != "warn" && log != "info" && log != "debug")
+        return bad(why, "UHMM_CONF: log='" + log + "': expected off, error, warn, info or debug");
+    c.log = log;
+
+    c.stats = value_of("stats");
     return c;
 }
 
 std::string RuntimeConfig::to_string() const {
+    char fraction[32];
+    // The shortest spelling that reads back as the same double.
+    const auto fr = std::to_chars(fraction, fraction + sizeof fraction - 1, policy.chaos_fraction);
+    *fr.ptr = '\0';
     return devmem::to_string(arena) + ",engine=" + std::string(migrate::to_string(engine)) +
            ",fault_threads=" + std::to_string(fault_threads) + ",fault_around=" + devmem::format_size(fault_around) +
-           ",migrate_batch=" + devmem::format_size(migrate_batch);
+           ",migrate_batch=" + devmem::format_size(migrate_batch) + ",policy=" + std::string(uhmm::to_string(policy.kind)) +
+           ",chaos_period_ms=" + std::to_string(policy.chaos_period_ms) + ",chaos_fraction=" + fraction +
+           ",seed=" + std::to_string(policy.seed) + ",tier_hot=" + devmem::format_size(policy.tier_hot) +
+           ",min_range=" + devmem::format_size(min_range) + ",socket=" + (socket ? "on" : "off") + ",log=" + log +
+           ",stats=" + stats;
+}
+
+std::string_view to_string(PolicyKind k) noexcept {
+    switch (k) {
+        case PolicyKind::none: return "none";
+        case PolicyKind::chaos: return "chaos";
+        case PolicyKind::tier: return "tier";
+    }
+    return "?";
 }
 
 const char* to_string(PageState s) noexcept {

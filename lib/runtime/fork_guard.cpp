@@ -30,8 +30,10 @@ std::mutex& registry_lock() {
     return m;
 }
 std::vector<Runtime::Impl*>& registry() {
-    static std::vector<Runtime::Impl*> r;
-    return r;
+    // Never destroyed: a fork during the process's exit handlers still
+    // finds it.
+    static auto* r = new std::vector<Runtime::Impl*>;
+    return *r;
 }
 
 // pthread_atfork's handlers run before glibc takes malloc's locks (prepare)

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <csignal>
 
+#include "base/internal.hpp"
+
 namespace uhmm {
 
 InvalidationDelivery::InvalidationDelivery(mirror::NotifierRegistry& registry) : registry_(registry) {
@@ -14,7 +16,10 @@ InvalidationDelivery::InvalidationDelivery(mirror::NotifierRegistry& registry) :
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+        base::mark_internal_thread();
+        run();
+    });
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     pthread_setname_np(thread_.native_handle(), "uhmm-invalidate");
 }

@@ -14,6 +14,7 @@
 
 #include "base/log.hpp"
 #include "mirror/range_fault.hpp"
+#include "policy/chaos_policy.hpp"
 #include "runtime/fault_handler.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "space/proc_maps.hpp"
@@ -75,6 +76,7 @@ Runtime::~Runtime() {
         (void)impl_.release();
         return;
     }
+    impl_->policy.reset();   // no round may start while the runtime goes
     fork_guard_remove(impl_.get());
     {
         // munmap returns once its Unmap event is read: let it be handled, so
@@ -150,7 +152,11 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
                                                     uffd::MonitorOptions{.threads = config.fault_threads});
     if (auto ec = impl->monitor->start()) return fail(why, ec, "fault threads: " + ec.message());
     fork_guard_add(impl.get());
-    return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+    (void)log::set_level(config.log);
+    std::unique_ptr<Runtime> rt(new Runtime(std::move(impl)));
+    if (config.policy.kind == PolicyKind::chaos)
+        rt->impl_->policy = std::make_unique<policy::ChaosPolicy>(*rt, config.policy);
+    return rt;
 }
 
 // ---- managed ranges -----------------------------------------------------------------------
@@ -190,7 +196,13 @@ std::error_code carve_out_holes(Runtime::Impl& rt, std::uintptr_t start, std::ui
     return {};
 }
 
-std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bool owned, std::string* why) {
+// What the caller knows of the memory: nothing (manage: /proc/self/smaps
+// checks it), or that it mapped it itself, private and anonymous (allocate,
+// manage_fresh: no smaps read, which costs as much as every mapping listed).
+enum class Origin : std::uint8_t { unknown, fresh, owned };
+
+std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, Origin origin, std::string* why) {
+    const bool owned = origin == Origin::owned;
     const auto start = reinterpret_cast<std::uintptr_t>(addr);
     if (len == 0 || !aligned(start) || !aligned(len))
         return fail(why, EINVAL, "manage: address and length must be non-zero multiples of 4096");
@@ -205,7 +217,11 @@ std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bo
                                      ? "manage: the range overlaps memory the runtime already manages"
                                      : "manage: cannot cut munmap holes out of managed ranges: " + ec.message());
     }
-    if (auto ec = space::check_manageable(start, start + len, why)) return ec;
+    // Fresh memory may already carry this runtime's registration (the part
+    // of a managed mapping that mremap grew): UFFDIO_REGISTER then succeeds
+    // again, and says EBUSY only for another userfaultfd's memory.
+    if (origin == Origin::unknown)
+        if (auto ec = space::check_manageable(start, start + len, why)) return ec;
 
     // 4 KiB pages: each is protected, copied and zapped on its own.
     (void)::madvise(addr, len, MADV_NOHUGEPAGE);
@@ -230,6 +246,7 @@ std::error_code manage_locked(Runtime::Impl& rt, void* addr, std::size_t len, bo
         return fail(why, EEXIST, "manage: the range overlaps memory the runtime already manages");
     }
     rt.view.changed();   // registration split the mapping; the cache's intervals now read as managed
+    rt.ranges_managed.fetch_add(1, std::memory_order_relaxed);
     return {};
 }
 
@@ -240,7 +257,13 @@ std::error_code child_refusal() { return errno_code(ECHILD); }
 std::error_code Runtime::manage(void* addr, std::size_t len, std::string* why) {
     if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
     std::lock_guard lock(impl_->manage_lock);
-    return manage_locked(*impl_, addr, len, false, why);
+    return manage_locked(*impl_, addr, len, Origin::unknown, why);
+}
+
+std::error_code Runtime::manage_fresh(void* addr, std::size_t len) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    std::lock_guard lock(impl_->manage_lock);
+    return manage_locked(*impl_, addr, len, Origin::fresh, nullptr);
 }
 
 std::error_code Runtime::unmanage(void* addr, std::size_t len) {
@@ -259,14 +282,25 @@ std::error_code Runtime::unmanage(void* addr, std::size_t len) {
     return {};
 }
 
-Result<void*> Runtime::allocate(std::size_t len) {
+Result<void*> Runtime::allocate(std::size_t len) { return allocate(len, kPage); }
+
+Result<void*> Runtime::allocate(std::size_t len, std::size_t alignment) {
     if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
     if (len == 0 || len > (std::size_t{1} << 47)) return errno_code(EINVAL);
+    if (alignment < kPage || (alignment & (alignment - 1)) || alignment > (std::size_t{1} << 40))
+        return errno_code(EINVAL);
     len = (len + kPage - 1) / kPage * kPage;
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return last_errno();
+    // Over-map by the alignment and trim both ends.
+    const std::size_t extra = alignment > kPage ? alignment : 0;
+    void* m = ::mmap(nullptr, len + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return last_errno();
+    auto a = reinterpret_cast<std::uintptr_t>(m);
+    const std::uintptr_t start = (a + alignment - 1) & ~(std::uintptr_t{alignment} - 1);
+    if (start > a) ::munmap(m, start - a);
+    if (a + len + extra > start + len) ::munmap(reinterpret_cast<void*>(start + len), a + len + extra - start - len);
+    void* p = reinterpret_cast<void*>(start);
     std::lock_guard lock(impl_->manage_lock);
-    if (auto ec = manage_locked(*impl_, p, len, true, nullptr)) {
+    if (auto ec = manage_locked(*impl_, p, len, Origin::owned, nullptr)) {
         ::munmap(p, len);
         return ec;
     }
@@ -508,6 +542,12 @@ Result<PageState> Runtime::state(const void* addr) const {
     return s;
 }
 
+bool Runtime::manages(const void* addr, std::size_t len) const {
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || start + len < start) return false;
+    return impl_->space.overlaps(start, start + len);
+}
+
 std::vector<RangeInfo> Runtime::ranges() const {
     std::vector<space::RangeRef> refs;
     impl_->space.snapshot(refs);
@@ -550,6 +590,11 @@ RuntimeStats Runtime::stats() const {
     s.arena = impl_->arena->stats();
     s.device_pages = s.arena.used_pages;
     s.migrations_would_block = impl_->nonblocking_refusals.load(r);
+    s.ranges_managed = impl_->ranges_managed.load(r);
+    if (impl_->policy) {
+        s.policy_rounds = impl_->policy->rounds();
+        s.policy_migrations = impl_->policy->migrations();
+    }
     const auto v = impl_->view.counters();
     s.view_lookups = v.lookups;
     s.view_cache_hits = v.cache_hits;

@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/internal.hpp"
 #include "base/log.hpp"
 #include "uffd/compat.hpp"
 
@@ -85,6 +86,7 @@ std::error_code Monitor::start() {
     try {
         for (; started < options_.threads; ++started) {
             readers_.emplace_back([this, i = started, &ready] {
+                base::mark_internal_thread();
                 char name[16];
                 std::snprintf(name, sizeof name, "uhmm-fault-%u", i);
                 pthread_setname_np(pthread_self(), name);

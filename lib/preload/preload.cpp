@@ -1,0 +1,144 @@
+// libuhmm_preload.so's start and end: read UHMM_CONF, start the runtime or
+// step aside saying why in one line, and write the statistics at exit.
+//
+// Start: the constructor runs once libc is initialised (libc is a
+// dependency, initialised first), before the program's own constructors.
+// End: the runtime is never destroyed. At exit the program's other threads
+// may still run and touch managed memory, and its later exit handlers may
+// too; the fault threads serve them until exit_group ends the process, and
+// the kernel reclaims everything.
+#include "preload/preload.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "base/log.hpp"
+#include "preload/real.hpp"
+
+namespace uhmm::preload {
+
+Globals g;
+
+namespace {
+
+alignas(Blocks) unsigned char blocks_storage[sizeof(Blocks)];
+char stats_path[4096];   // UHMM_CONF's stats=, %p not yet replaced
+
+// One line on stderr, written with write(2): no stdio buffers or locks.
+void say(const std::string& line) noexcept {
+    const std::string text = "uhmm: " + line + "\n";
+    (void)!::write(STDERR_FILENO, text.data(), text.size());
+}
+
+void before_fork() noexcept {
+    if (blocks_live()) g.blocks->lock();
+}
+void after_fork_parent() noexcept {
+    if (blocks_live()) g.blocks->unlock();
+}
+void after_fork_child() noexcept {
+    if (!blocks_live()) return;
+    g.blocks->unlock();
+    // The runtime's copy here is inert (its own atfork handler saw to it):
+    // managed blocks are plain memory in the child.
+    g.state.store(State::child, std::memory_order_release);
+}
+
+void start() {
+    // setuid / setgid / capability-raising exec: left alone, silently (the
+    // environment is the unprivileged caller's).
+    if (::getauxval(AT_SECURE)) {
+        g.state.store(State::off, std::memory_order_release);
+        return;
+    }
+    base::InternalScope internal;   // everything below allocates through the real functions
+    real::resolve();
+    const char* text = std::getenv("UHMM_CONF");
+    std::string why;
+    auto config = RuntimeConfig::parse(text ? text : "", &why);
+    if (!config) {
+        say(why + "; running unmanaged");
+        g.state.store(State::off, std::memory_order_release);
+        return;
+    }
+    auto rt = Runtime::create(*config, &why);
+    if (!rt) {
+        say("userfaultfd is not available here (" + (why.empty() ? rt.error().message() : why) +
+            "); running unmanaged");
+        g.state.store(State::off, std::memory_order_release);
+        return;
+    }
+    g.blocks = new (blocks_storage) Blocks;
+    g.min_range = config->min_range;
+    std::snprintf(stats_path, sizeof stats_path, "%s", config->stats.c_str());
+    g.rt = rt->release();
+    // Every mprotect goes through the hook (Runtime::protect): range_fault
+    // may cache what it learns of managed memory's mappings.
+    g.rt->protection_hooked(true);
+    log::get().info("configuration: {}", config->to_string());
+    log::get().info("{}", g.rt->describe());
+    ::pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    g.state.store(State::active, std::memory_order_release);
+}
+
+// stats=PATH with each %p replaced by the process id (%% is a %).
+std::string expand_stats_path() {
+    std::string out;
+    for (const char* c = stats_path; *c; ++c) {
+        if (c[0] == '%' && c[1] == 'p') {
+            out += std::to_string(::getpid());
+            ++c;
+        } else if (c[0] == '%' && c[1] == '%') {
+            out += '%';
+            ++c;
+        } else {
+            out += *c;
+        }
+    }
+    return out;
+}
+
+void finish() noexcept {
+    // Only the process that runs the runtime: a fork()ed child's copy is
+    // inert and its counters are the parent's (a child that execs gets a
+    // runtime, and a file, of its own).
+    if (state() != State::active || !stats_path[0]) {
+        if (state() == State::active) log::flush();
+        return;
+    }
+    base::InternalScope internal;
+    try {
+        const std::string path = expand_stats_path();
+        const std::string json = g.rt->stats_json() + "\n";
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0 || ::write(fd, json.data(), json.size()) != static_cast<ssize_t>(json.size()))
+            say("cannot write the statistics to " + path + ": " + std::strerror(errno));
+        if (fd >= 0) ::close(fd);
+    } catch (...) {
+        say("cannot write the statistics: out of memory");
+    }
+    log::flush();
+}
+
+}  // namespace
+
+}  // namespace uhmm::preload
+
+// Exceptions never leave these: start() and finish() catch what they call.
+__attribute__((constructor)) static void uhmm_preload_start() {
+    try {
+        uhmm::preload::start();
+    } catch (...) {
+        uhmm::preload::g.state.store(uhmm::preload::State::off, std::memory_order_release);
+    }
+}
+
+__attribute__((destructor)) static void uhmm_preload_finish() { uhmm::preload::finish(); }
