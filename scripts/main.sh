@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The main job: install what is missing, build, and run a real program under
+# The main job: install what is missing, build, and run real programs under
 # the runtime with a short report. Idempotent.
+#   1. examples/runtime_demo [MiB] [config]: the C++ API on a program of ours
+#   2. scripts/preload_job.py: sort (coreutils, unmodified) under
+#      libuhmm_preload.so with policy=chaos, compared with a native run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 scripts/build.sh build >/dev/null   # the same build directory as scripts/test.sh
 echo
-exec build/examples/runtime_demo "$@"
+build/examples/runtime_demo "$@"
+echo
+exec scripts/preload_job.py build/lib/preload/libuhmm_preload.so
