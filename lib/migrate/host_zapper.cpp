@@ -66,7 +66,13 @@ void HostZapper::release(std::byte* slot) noexcept {
     busy_[static_cast<std::size_t>(slot - scratch_) / kSlotBytes].store(false, std::memory_order_release);
 }
 
-HostZapper::Outcome HostZapper::zap(std::uintptr_t addr, std::size_t len) noexcept {
+namespace {
+void mark(std::uint64_t* bits, std::size_t i) noexcept {
+    if (bits) bits[i / 64] |= std::uint64_t{1} << (i % 64);
+}
+}  // namespace
+
+HostZapper::Outcome HostZapper::zap(std::uintptr_t addr, std::size_t len, std::uint64_t* absent) noexcept {
     // Only the pages pagemap shows present or swapped are moved, without
     // ALLOW_SRC_HOLES: a MOVE over holes whose page table the application's
     // own DONTNEED is freeing at that moment (CONFIG_PT_RECLAIM) was seen to
@@ -85,12 +91,13 @@ HostZapper::Outcome HostZapper::zap(std::uintptr_t addr, std::size_t len) noexce
         std::size_t i = 0;
         while (i < pages && !out.error) {
             if (!(pm[i] & (space::kPagemapPresent | space::kPagemapSwapped))) {
+                mark(absent, out.bytes / kPage + i);
                 ++i;
                 continue;
             }
             std::size_t j = i + 1;
             while (j < pages && (pm[j] & (space::kPagemapPresent | space::kPagemapSwapped))) ++j;
-            i = move_run(slot, chunk + i * kPage, j - i, out.error) + i;
+            i = move_run(slot, chunk + i * kPage, j - i, out.error, absent, out.bytes / kPage + i) + i;
             if (!out.error) i = std::max(i, j);
         }
         out.bytes += (out.error ? i : pages) * kPage;
@@ -99,7 +106,8 @@ HostZapper::Outcome HostZapper::zap(std::uintptr_t addr, std::size_t len) noexce
     return out;
 }
 
-std::size_t HostZapper::move_run(std::byte* slot, std::uintptr_t at, std::size_t pages, int& error) noexcept {
+std::size_t HostZapper::move_run(std::byte* slot, std::uintptr_t at, std::size_t pages, int& error,
+                                 std::uint64_t* absent, std::size_t first_bit) noexcept {
     // Returns how many pages of the run are gone; `error` says why the next
     // one is not (0 when all are).
     std::size_t done = 0, step = pages;
@@ -118,6 +126,7 @@ std::size_t HostZapper::move_run(std::byte* slot, std::uintptr_t at, std::size_t
         if (moved) continue;   // stopped part way: the next call says why
         switch (o.status) {
             case uffd::Status::vanished:
+                mark(absent, first_bit + done);
                 ++done;   // zapped meanwhile (or its mapping went): gone all the same
                 continue;
             case uffd::Status::retry:

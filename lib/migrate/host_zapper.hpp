@@ -48,7 +48,12 @@ public:
     // Zap [addr, addr+len) (page-aligned, private anonymous memory): present
     // and swapped pages are freed, absent ones skipped. Never allocates or
     // waits for another thread, so it may run on a fault thread under locks.
-    Outcome zap(std::uintptr_t addr, std::size_t len) noexcept;
+    // `absent`, when given (a bit per page of the range, cleared by the
+    // caller), gets the pages that were not there to zap: something else
+    // took them first (the application's DONTNEED, munmap or mremap, whose
+    // event may not be handled yet), so what was copied from them is no
+    // longer their content.
+    Outcome zap(std::uintptr_t addr, std::size_t len, std::uint64_t* absent = nullptr) noexcept;
 
     // Its descriptors (a fork()ed child closes them).
     int fd() const noexcept { return uffd_.fd(); }
@@ -61,7 +66,8 @@ private:
     HostZapper(uffd::Uffd uffd, Fd pagemap, std::byte* scratch) noexcept
         : uffd_(std::move(uffd)), pagemap_(std::move(pagemap)), scratch_(scratch) {}
     std::byte* acquire() noexcept;
-    std::size_t move_run(std::byte* slot, std::uintptr_t at, std::size_t pages, int& error) noexcept;
+    std::size_t move_run(std::byte* slot, std::uintptr_t at, std::size_t pages, int& error,
+                         std::uint64_t* absent, std::size_t first_bit) noexcept;
     void release(std::byte* slot) noexcept;
 
     uffd::Uffd uffd_;

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -313,7 +314,17 @@ void Migration::zap_run_locked(ManagedRange& r, const Batch& b, std::size_t k, s
             for (; at < e; ++at) fallback.push_back(at);
             return;
         }
-        const auto z = c_.zapper->zap(r.address_of(b.pages[at]), (e - at) * kPage);
+        // A page already gone from its address was taken by the application
+        // (DONTNEED, munmap, or mremap moving it elsewhere, data and all)
+        // after it was copied, and its event may still be unread: the copy is
+        // not this address's content any more. Flag it discarded, so it is
+        // recorded NONE and its device page freed, never DEVICE (a DEVICE
+        // record that mremap then carries to where the host page went would
+        // make every write there fault for good).
+        std::array<std::uint64_t, space::kBlockPages / 64> absent{};
+        const auto z = c_.zapper->zap(r.address_of(b.pages[at]), (e - at) * kPage, absent.data());
+        for (std::size_t i = 0; i < z.bytes / kPage; ++i)
+            if (absent[i / 64] >> (i % 64) & 1) r.entry(b.pages[at + i]).flags |= space::kDiscarded;
         at += z.bytes / kPage;
         if (at < e) fallback.push_back(at++);   // refused (shared, read-only): MADV_DONTNEED
     }
