@@ -27,15 +27,18 @@ std::size_t round_up(std::size_t n) { return (n + kPage - 1) & ~(kPage - 1); }
 // glibc: a refusal here never fails the program's allocation).
 void* managed_block(std::size_t n, std::size_t alignment = kPage) noexcept {
     if (n > (std::size_t{1} << 46)) return nullptr;
-    base::InternalScope internal;
     const std::size_t len = round_up(n);
-    auto p = g.rt->allocate(len, alignment < kPage ? kPage : alignment);
-    if (!p) return nullptr;
-    if (!g.blocks->insert(*p, len)) {
-        (void)g.rt->release(*p, len);
-        return nullptr;
-    }
-    return *p;
+    return guarded(
+        [&]() -> void* {
+            auto p = g.rt->allocate(len, alignment < kPage ? kPage : alignment);
+            if (!p) return nullptr;
+            if (!g.blocks->insert(*p, len)) {
+                (void)g.rt->release(*p, len);
+                return nullptr;
+            }
+            return *p;
+        },
+        static_cast<void*>(nullptr));
 }
 
 bool wants_managed(std::size_t n) noexcept { return managing() && n >= g.min_range; }
@@ -47,8 +50,8 @@ void drop_block(void* p, std::size_t len) noexcept {
         (void)real::munmap(p, len);
         return;
     }
-    base::InternalScope internal;
-    if (g.rt->release(p, len)) (void)real::munmap(p, len);
+    // Released by the runtime; if it refuses (or throws), the memory still goes.
+    if (!guarded([&] { return !g.rt->release(p, len); }, false)) (void)real::munmap(p, len);
 }
 
 // Grow a managed block: a new managed range, the old pages moved into its
@@ -57,16 +60,20 @@ void drop_block(void* p, std::size_t len) noexcept {
 void* grow_block(void* p, std::size_t old_len, std::size_t n) noexcept {
     void* q = managed_block(n);
     if (!q) return nullptr;
-    base::InternalScope internal;
     // The old place goes away: mirrors drop it first (the runtime's unmap
     // event for it comes later, from the fault thread).
-    if (!g.rt->notifiers().empty()) {
-        const auto a = reinterpret_cast<std::uintptr_t>(p);
-        (void)g.rt->notifiers().invalidate({a, a + old_len, mirror::Event::unmap, true, nullptr});
-    }
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    (void)guarded(
+        [&] {
+            if (!g.rt->notifiers().empty())
+                (void)g.rt->notifiers().invalidate({a, a + old_len, mirror::Event::unmap, true, nullptr});
+            return true;
+        },
+        false);
+    base::InternalScope internal;
     if (real::mremap(p, old_len, old_len, MREMAP_MAYMOVE | MREMAP_FIXED, q) == MAP_FAILED) {
         std::memcpy(q, p, old_len);
-        (void)g.rt->release(p, old_len);
+        drop_block(p, old_len);
     }
     // Moved: the old range is gone (the runtime drops it on the unmap event).
     return q;

@@ -40,8 +40,8 @@ void tell_mirrors(void* addr, std::size_t len, mirror::Event event) noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(addr) & ~(std::uintptr_t{kPage} - 1);
     const auto b = round_up(reinterpret_cast<std::uintptr_t>(addr) + len);
     if (b <= a) return;
-    base::InternalScope internal;
-    (void)g.rt->notifiers().invalidate({a, b, event, true, nullptr});
+    (void)guarded([&] { return g.rt->notifiers().invalidate({a, b, event, true, nullptr}); },
+                  mirror::NotifierRegistry::Outcome::done);
 }
 
 }  // namespace
@@ -64,8 +64,7 @@ void* uhmm_preload_mmap64(void* addr, std::size_t len, int prot, int flags, int 
 void* uhmm_preload_mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept {
     void* p = real::mmap(addr, len, prot, flags, fd, off);
     if (p == MAP_FAILED || !managing() || !manageable_mapping(len, prot, flags, fd)) return p;
-    uhmm::base::InternalScope internal;
-    (void)g.rt->manage_fresh(p, round_up(len));   // refused: it stays plain memory
+    (void)guarded([&] { return g.rt->manage_fresh(p, round_up(len)); }, std::error_code{});   // refused: plain memory
     return p;
 }
 
@@ -89,17 +88,14 @@ __attribute__((visibility("default"))) void* mremap(void* old, std::size_t old_l
     }
     if (!managing()) return real::mremap(old, old_len, new_len, flags, new_addr);
     tell_mirrors(old, old_len, Event::unmap);
-    bool was_managed = false;
-    {
-        uhmm::base::InternalScope internal;
-        was_managed = g.rt->manages(old, old_len);
-    }
+    const bool was_managed = guarded([&] { return g.rt->manages(old, old_len); }, false);
     void* p = real::mremap(old, old_len, new_len, flags, new_addr);
     // Grown: the new tail carries the old mapping's registration but no page
     // records. Manage it, so that it migrates like the rest.
     if (p != MAP_FAILED && was_managed && round_up(new_len) > round_up(old_len)) {
-        uhmm::base::InternalScope internal;
-        (void)g.rt->manage_fresh(static_cast<char*>(p) + round_up(old_len), round_up(new_len) - round_up(old_len));
+        char* tail = static_cast<char*>(p) + round_up(old_len);
+        (void)guarded([&] { return g.rt->manage_fresh(tail, round_up(new_len) - round_up(old_len)); },
+                      std::error_code{});
     }
     return p;
 }
@@ -108,18 +104,18 @@ __attribute__((visibility("default"))) int madvise(void* addr, std::size_t len, 
     if (managing()) {
         if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
             tell_mirrors(addr, len, Event::clear);
-        if (advice == MADV_HUGEPAGE) {
-            uhmm::base::InternalScope internal;
-            if (g.rt->manages(addr, len)) return 0;
-        }
+        if (advice == MADV_HUGEPAGE && guarded([&] { return g.rt->manages(addr, len); }, false)) return 0;
     }
     return real::madvise(addr, len, advice);
 }
 
 __attribute__((visibility("default"))) int mprotect(void* addr, std::size_t len, int prot) noexcept {
     if (!managing()) return real::mprotect(addr, len, prot);
-    uhmm::base::InternalScope internal;
-    if (auto ec = g.rt->protect(addr, len, prot)) {
+    // A runtime that throws still owes the program its mprotect.
+    const auto ec = guarded([&] { return g.rt->protect(addr, len, prot); },
+                            std::error_code(-1, std::generic_category()));
+    if (ec.value() == -1) return real::mprotect(addr, len, prot);
+    if (ec) {
         errno = ec.value();
         return -1;
     }

@@ -52,6 +52,42 @@ void after_fork_child() noexcept {
     g.state.store(State::child, std::memory_order_release);
 }
 
+// The program's zero-initialised static data (.bss): the anonymous
+// read-write mapping right after its executable's last segment. Programs
+// like gzip keep their big buffers there rather than on the heap. Managed
+// when it is at least min_range (the [heap] is named and never taken).
+void manage_program_bss(Runtime& rt, std::size_t min_range) {
+    char exe[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = '\0';
+    std::FILE* f = std::fopen("/proc/self/maps", "re");
+    if (!f) return;
+    char line[4352];
+    unsigned long exe_end = 0;
+    while (std::fgets(line, sizeof line, f)) {
+        unsigned long a = 0, b = 0, inode = 0;
+        char perms[8] = {};
+        int path_at = 0;
+        if (std::sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &a, &b, perms, &inode, &path_at) < 4) continue;
+        std::string path = path_at > 0 ? line + path_at : "";
+        while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.pop_back();
+        if (path == exe) {
+            exe_end = b;
+            continue;
+        }
+        if (exe_end && a == exe_end && inode == 0 && path.empty() && std::strcmp(perms, "rw-p") == 0 &&
+            b - a >= min_range) {
+            std::string why;
+            if (auto ec = rt.manage(reinterpret_cast<void*>(a), b - a, &why))
+                log::get().info("the program's .bss stays unmanaged: {}", why.empty() ? ec.message() : why);
+            break;
+        }
+        exe_end = 0;
+    }
+    std::fclose(f);
+}
+
 void start() {
     // setuid / setgid / capability-raising exec: left alone, silently (the
     // environment is the unprivileged caller's).
@@ -83,6 +119,7 @@ void start() {
     // Every mprotect goes through the hook (Runtime::protect): range_fault
     // may cache what it learns of managed memory's mappings.
     g.rt->protection_hooked(true);
+    manage_program_bss(*g.rt, config->min_range);
     log::get().info("configuration: {}", config->to_string());
     log::get().info("{}", g.rt->describe());
     ::pthread_atfork(before_fork, after_fork_parent, after_fork_child);

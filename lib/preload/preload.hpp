@@ -43,4 +43,17 @@ inline bool blocks_live() noexcept {
     return s == State::active || s == State::child;
 }
 
+// Run a call into the runtime from a hook: marked internal (its own
+// allocations and mappings go to the real functions), and no exception
+// crosses the C ABI (bad_alloc deep in the runtime gives `fallback`).
+template <class F, class T>
+auto guarded(F&& f, T fallback) noexcept -> decltype(f()) {
+    base::InternalScope internal;
+    try {
+        return f();
+    } catch (...) {
+        return fallback;
+    }
+}
+
 }  // namespace uhmm::preload
