@@ -490,10 +490,11 @@ TEST_CASE("mremap moving pages while migrations copy them: writes at the new pla
         fill_salted(m.data(), len, salt);
         REQUIRE(!rt->manage(m.data(), len));
         std::atomic<bool> go{false};
-        std::thread mover([&] {
+        void* const base = m.data();   // the mover's copy: the main thread forgets `m` below
+        std::thread mover([&, base] {
             while (!go.load()) std::this_thread::yield();
             // EFAULT: mremap came first and the range is gone, as it may.
-            auto r = rt->migrate(m.data(), len, Target::device);
+            auto r = rt->migrate(base, len, Target::device);
             if (!r.ok() && r.error() != std::errc::bad_address) an.calls_failed.fetch_add(1);
         });
         go = true;
