@@ -95,7 +95,10 @@ __attribute__((visibility("default"))) void* malloc(std::size_t n) noexcept {
 
 __attribute__((visibility("default"))) void free(void* p) noexcept {
     if (!p) return;
-    if (Blocks::may_hold(p) && blocks_live())
+    // The runtime's own threads never hold a program's block: they skip the
+    // table (and its lock, which fork's prepare handler holds while the
+    // runtime's handler waits for their migrations).
+    if (Blocks::may_hold(p) && blocks_live() && !uhmm::base::internal())
         if (auto len = g.blocks->erase(p)) return drop_block(p, *len);
     real::free(p);
 }

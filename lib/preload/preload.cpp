@@ -105,6 +105,10 @@ void start() {
         g.state.store(State::off, std::memory_order_release);
         return;
     }
+    // Registered before the runtime's own handlers, so that fork's prepare
+    // runs the runtime's first (it waits for migrations in flight), then
+    // takes the block table's lock.
+    ::pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     auto rt = Runtime::create(*config, &why);
     if (!rt) {
         say("userfaultfd is not available here (" + (why.empty() ? rt.error().message() : why) +
@@ -122,7 +126,6 @@ void start() {
     manage_program_bss(*g.rt, config->min_range);
     log::get().info("configuration: {}", config->to_string());
     log::get().info("{}", g.rt->describe());
-    ::pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     g.state.store(State::active, std::memory_order_release);
 }
 
