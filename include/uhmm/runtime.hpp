@@ -52,7 +52,7 @@ std::span<const Knob> knobs();
 enum class PolicyKind : std::uint8_t {
     none,    // pages move only when asked (migrate(), hmmctl)
     chaos,   // every chaos_period_ms, a seeded random chaos_fraction of host pages go to the device
-    tier,    // host-resident managed memory kept within tier_hot (not available yet)
+    tier,    // host-resident managed memory kept within tier_hot: the coldest pages go to the device
 };
 std::string_view to_string(PolicyKind k) noexcept;
 
@@ -119,8 +119,8 @@ struct RuntimeStats {
     std::uint64_t device_pages = 0;          // device pages held now
     std::uint64_t migrations_would_block = 0;   // non-blockable migrations given up (EAGAIN)
     std::uint64_t ranges_managed = 0;           // ranges managed over the runtime's life
-    std::uint64_t policy_rounds = 0;            // policy=chaos: rounds run
-    std::uint64_t policy_migrations = 0;        // policy=chaos: migrate calls that moved pages
+    std::uint64_t policy_rounds = 0;            // the policy's rounds
+    std::uint64_t policy_migrations = 0;        // the policy's migrate calls that moved pages
     // range_fault's view of the mappings: lookups, those the cache served,
     // and the kernel queries (PROCMAP_QUERY, or the maps text) made.
     std::uint64_t view_lookups = 0, view_cache_hits = 0, view_kernel_queries = 0;

@@ -1,13 +1,6 @@
 // ChaosPolicy (see the header).
 #include "policy/chaos_policy.hpp"
 
-#include <pthread.h>
-
-#include <algorithm>
-#include <chrono>
-
-#include "base/internal.hpp"
-
 namespace uhmm::policy {
 
 namespace {
@@ -15,46 +8,11 @@ constexpr std::size_t kPage = 4096;
 }  // namespace
 
 ChaosPolicy::ChaosPolicy(Runtime& rt, const PolicyConfig& config) : rt_(rt), config_(config), rng_(config.seed) {
-    thread_ = std::thread([this] {
-        base::mark_internal_thread();
-        ::pthread_setname_np(::pthread_self(), "uhmm-chaos");
-        run();
-    });
+    start("uhmm-chaos", std::chrono::milliseconds(config.chaos_period_ms));
 }
 
-ChaosPolicy::~ChaosPolicy() {
-    {
-        std::lock_guard lock(m_);
-        stopping_ = true;
-    }
-    wake_.notify_all();
-    if (thread_.joinable()) thread_.join();
-}
-
-std::uint64_t ChaosPolicy::rounds() const {
-    std::lock_guard lock(m_);
-    return rounds_;
-}
-
-std::uint64_t ChaosPolicy::migrations() const {
-    std::lock_guard lock(m_);
-    return migrations_;
-}
-
-void ChaosPolicy::run() {
-    const auto period = std::chrono::milliseconds(config_.chaos_period_ms);
-    std::unique_lock lock(m_);
-    while (!wake_.wait_for(lock, period, [&] { return stopping_; })) {
-        lock.unlock();
-        (void)round();
-        lock.lock();
-    }
-}
-
-std::size_t ChaosPolicy::round() {
-    std::lock_guard serial(round_lock_);
-    std::size_t moved = 0;
-    std::uint64_t calls_that_moved = 0;
+Policy::Moved ChaosPolicy::step() {
+    Moved moved;
     // Each host page of each range is picked with probability `fraction`
     // (a Bernoulli draw per page, from the one seeded generator), and the
     // picked pages go in runs of neighbours: one migrate call per run.
@@ -74,15 +32,12 @@ std::size_t ChaosPolicy::round() {
             auto res = rt_.migrate(reinterpret_cast<void*>(r.start + p * kPage), (q - p) * kPage, Target::device,
                                    background);
             if (res && res->migrated) {
-                moved += res->migrated;
-                ++calls_that_moved;
+                moved.pages += res->migrated;
+                ++moved.calls;
             }
             p = q;
         }
     }
-    std::lock_guard lock(m_);
-    ++rounds_;
-    migrations_ += calls_that_moved;
     return moved;
 }
 

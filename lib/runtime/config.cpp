@@ -24,7 +24,7 @@ constexpr std::array kKnobs = {
     Knob{"fault_around", "2M", "bytes",
          "most a CPU fault brings home at once (power of two, 4K-2M); grows from 4K while faults walk in order"},
     Knob{"migrate_batch", "4M", "bytes", "pages frozen, copied and zapped per step of a migration to the device"},
-    Knob{"policy", "none", "", "what moves pages unasked: none, chaos (tier: not available yet)"},
+    Knob{"policy", "none", "", "what moves pages unasked: none, chaos, tier"},
     Knob{"chaos_period_ms", "100", "ms", "chaos: how often a round of migrations starts (1-3600000)"},
     Knob{"chaos_fraction", "0.1", "0-1", "chaos: the fraction of host-resident managed pages each round moves"},
     Knob{"seed", "1", "", "chaos: the random seed (a round's choice of pages is reproducible)"},
@@ -135,9 +135,8 @@ Result<RuntimeConfig> RuntimeConfig::parse(std::string_view text, std::string* w
     const std::string policy = value_of("policy");
     if (policy == "none") c.policy.kind = PolicyKind::none;
     else if (policy == "chaos") c.policy.kind = PolicyKind::chaos;
-    else if (policy == "tier")
-        return bad(why, "UHMM_CONF: policy='tier' is not available yet: expected none or chaos");
-    else return bad(why, "UHMM_CONF: policy='" + policy + "': expected none or chaos");
+    else if (policy == "tier") c.policy.kind = PolicyKind::tier;
+    else return bad(why, "UHMM_CONF: policy='" + policy + "': expected none, chaos or tier");
 
     const std::string period = value_of("chaos_period_ms");
     const auto ms = whole_number<unsigned>(period);

@@ -15,6 +15,7 @@
 #include "base/log.hpp"
 #include "mirror/range_fault.hpp"
 #include "policy/chaos_policy.hpp"
+#include "policy/tier_policy.hpp"
 #include "runtime/fault_handler.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "space/proc_maps.hpp"
@@ -156,6 +157,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     std::unique_ptr<Runtime> rt(new Runtime(std::move(impl)));
     if (config.policy.kind == PolicyKind::chaos)
         rt->impl_->policy = std::make_unique<policy::ChaosPolicy>(*rt, config.policy);
+    else if (config.policy.kind == PolicyKind::tier)
+        rt->impl_->policy = std::make_unique<policy::TierPolicy>(*rt, config.policy);
     return rt;
 }
 

@@ -20,7 +20,7 @@
 
 #include "migrate/host_zapper.hpp"
 #include "migrate/migration.hpp"
-#include "policy/chaos_policy.hpp"
+#include "policy/policy.hpp"
 #include "runtime/invalidation_delivery.hpp"
 #include "space/mapping_view.hpp"
 #include "migrate/self_zaps.hpp"
@@ -63,8 +63,8 @@ struct Runtime::Impl {
     std::atomic<bool> protection_reported{false};   // protection_hooked(true)
     std::atomic<std::uint64_t> nonblocking_refusals{0};   // non-blockable migrations given up (EAGAIN)
     std::atomic<std::uint64_t> ranges_managed{0};         // manage / allocate successes, over the runtime's life
-    // policy=chaos's thread (nullptr for none). Stopped first in ~Runtime.
-    std::unique_ptr<policy::ChaosPolicy> policy;
+    // The policy's thread (nullptr for none). Stopped first in ~Runtime.
+    std::unique_ptr<policy::Policy> policy;
     // Devices' notifiers, and the thread that calls them for what the fault
     // thread sees (declared after the registry: it goes first).
     mirror::NotifierRegistry notifiers;

@@ -165,6 +165,11 @@ TEST_CASE("the policy and preload keys: each applied, defaults documented") {
     REQUIRE(again.ok());
     CHECK(same(*again, *r));
 
+    auto t = RuntimeConfig::parse("policy=tier,tier_hot=16M");
+    REQUIRE(t.ok());
+    CHECK(t->policy.kind == PolicyKind::tier);
+    CHECK(t->policy.tier_hot == 16u << 20);
+
     auto d = RuntimeConfig::parse("");
     REQUIRE(d.ok());
     CHECK(d->policy.kind == PolicyKind::none);
@@ -176,7 +181,6 @@ TEST_CASE("the policy and preload keys: each applied, defaults documented") {
 
 TEST_CASE("bad policy and preload values are EINVAL and why names the key") {
     expect_einval("policy=bogus", "policy");
-    expect_einval("policy=tier", "policy");   // not available yet: said, not silently ignored
     expect_einval("chaos_period_ms=0", "chaos_period_ms");
     expect_einval("chaos_period_ms=ten", "chaos_period_ms");
     expect_einval("chaos_fraction=0", "chaos_fraction");

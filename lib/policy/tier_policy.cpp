@@ -1,0 +1,113 @@
+// TierPolicy (see the header).
+#include "policy/tier_policy.hpp"
+
+#include <algorithm>
+
+
+namespace uhmm::policy {
+
+namespace {
+
+constexpr std::size_t kPage = 4096;
+
+tier::TierParams params() {
+    tier::TierParams p;
+    // A page that just came home is left alone for two rounds: it was just
+    // used, and demoting it at once would turn every miss into two moves.
+    p.grace = static_cast<tier::Tick>(std::chrono::nanoseconds(2 * TierPolicy::kPeriod).count());
+    return p;
+}
+
+}  // namespace
+
+TierPolicy::TierPolicy(Runtime& rt, const PolicyConfig& config)
+    : rt_(rt), model_(std::max<std::size_t>(1, config.tier_hot / kPage), params()) {
+    start("uhmm-tier", kPeriod);
+}
+
+tier::Tick TierPolicy::now() const {
+    return static_cast<tier::Tick>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
+}
+
+void TierPolicy::observe(const RangeInfo& r, std::vector<PageState>& last, tier::Tick t) {
+    const std::size_t pages = r.len / kPage;
+    last.resize(pages, PageState::none);
+    for (std::size_t i = 0; i < pages; ++i) {
+        const PageState was = last[i], is = states_[i];
+        if (is == PageState::migrating || is == was) continue;   // in flight: judged next round
+        const tier::PageId id = r.start / kPage + i;
+        if (is == PageState::host) {
+            if (was == PageState::device) model_.on_promote(id, t);
+            else model_.on_first_touch(id, t);
+        } else if (is == PageState::none) {
+            model_.on_freed(id);
+        } else if (model_.where(id) == tier::Residency::host) {
+            // Moved to the device by someone else (a request): the model
+            // forgets it, and its next touch counts as a first one.
+            model_.on_freed(id);
+        }
+        last[i] = is;
+    }
+}
+
+Policy::Moved TierPolicy::demote(tier::Tick t) {
+    victims_.clear();
+    model_.demotions(t, victims_);
+    std::sort(victims_.begin(), victims_.end());
+    Moved moved;
+    const Runtime::MigrateOptions background{nullptr, false};
+    for (std::size_t i = 0; i < victims_.size();) {
+        std::size_t j = i + 1;
+        while (j < victims_.size() && victims_[j] == victims_[j - 1] + 1) ++j;
+        auto* at = reinterpret_cast<void*>(victims_[i] * kPage);
+        const std::size_t len = (j - i) * kPage;
+        auto res = rt_.migrate(at, len, Target::device, background);
+        if (res && res->migrated) {
+            moved.pages += res->migrated;
+            ++moved.calls;
+        }
+        // What did not move (a busy device, a page in flight, memory gone)
+        // is on the host still: give it back to the model as such.
+        states_.resize(j - i);
+        const bool known = !rt_.residency(at, len, states_);
+        for (std::size_t k = i; k < j; ++k) {
+            const PageState s = known ? states_[k - i] : PageState::none;
+            if (s == PageState::host) model_.on_demote_failed(victims_[k], t);
+            else if (s == PageState::none) model_.on_freed(victims_[k]);
+            // Keep the last round's view in step, so this is no promotion.
+            const std::uintptr_t addr = victims_[k] * kPage;
+            auto it = last_.upper_bound(addr);
+            if (it != last_.begin()) {
+                --it;
+                const std::size_t idx = (addr - it->first) / kPage;
+                if (idx < it->second.size()) it->second[idx] = s;
+            }
+        }
+        i = j;
+    }
+    return moved;
+}
+
+Policy::Moved TierPolicy::step() {
+    const tier::Tick t = now();
+    std::map<std::uintptr_t, std::vector<PageState>> seen;
+    for (const RangeInfo& r : rt_.ranges()) {
+        states_.resize(r.len / kPage);
+        if (rt_.residency(reinterpret_cast<void*>(r.start), r.len, states_)) continue;   // gone meanwhile
+        auto it = last_.find(r.start);
+        std::vector<PageState> last = it != last_.end() ? std::move(it->second) : std::vector<PageState>{};
+        observe(r, last, t);
+        seen.emplace(r.start, std::move(last));
+    }
+    // Ranges that went away: their pages were freed.
+    for (const auto& [start, last] : last_) {
+        if (seen.count(start)) continue;
+        for (std::size_t i = 0; i < last.size(); ++i)
+            if (last[i] == PageState::host || last[i] == PageState::device) model_.on_freed(start / kPage + i);
+    }
+    last_ = std::move(seen);
+    return demote(t);
+}
+
+}  // namespace uhmm::policy

@@ -1,0 +1,67 @@
+// policy=tier in a real runtime: host-resident managed memory is brought
+// within tier_hot and kept there, the coldest pages going to the device;
+// touches bring pages home and the data never changes.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <thread>
+
+#include "runtime_fixture.hpp"
+#include "skip.hpp"
+
+using namespace uhmm;
+using namespace uhmm::test;
+
+std::optional<std::string> uhmm_test_skip_reason() { return userfaultfd_unavailable(); }
+
+TEST_CASE("policy=tier brings host-resident managed memory within tier_hot, data intact") {
+    auto rt = make_runtime("arena=memfd,arena_size=64M,policy=tier,tier_hot=1M");
+    constexpr std::size_t hot_pages = (1u << 20) / kPage;
+    constexpr std::size_t len = 16u << 20, pages = len / kPage;
+    auto a = rt->allocate(len);
+    REQUIRE(a.ok());
+    auto* p = static_cast<std::byte*>(*a);
+    fill_pattern(p, len);   // every page touched: 4096 host pages, 16 times the budget
+    // Within budget once a round has finished moving (pages in flight are
+    // neither host nor device).
+    auto settled = [&] {
+        const auto s = states(*rt, p, len);
+        return count_state(s, PageState::host) <= hot_pages && count_state(s, PageState::migrating) == 0 &&
+               rt->stats().policy_rounds > 0;
+    };
+    CHECK(eventually(settled));
+    CHECK(count_state(*rt, p, len, PageState::device) >= pages - hot_pages);
+    const auto st = rt->stats();
+    CHECK(st.policy_rounds > 0);
+    CHECK(st.policy_migrations > 0);
+    // Reading it all brings every page home through faults...
+    CHECK(first_mismatch(p, len) == len);
+    CHECK(rt->stats().device_faults > 0);
+    // ...and the policy puts the memory back within the budget.
+    CHECK(eventually(settled));
+    CHECK(first_mismatch(p, len) == len);
+    REQUIRE(!rt->release(p, len));
+}
+
+TEST_CASE("policy=tier keeps a page that keeps coming back on the host more than one touched once") {
+    auto rt = make_runtime("arena=memfd,arena_size=64M,policy=tier,tier_hot=512K");
+    constexpr std::size_t len = 8u << 20;
+    auto a = rt->allocate(len);
+    REQUIRE(a.ok());
+    auto* p = static_cast<std::byte*>(*a);
+    fill_pattern(p, len);
+    // A hot set of 16 pages read every few milliseconds while the rest is
+    // written once: the hot pages refault soon after each demotion, which
+    // proves them hot (the refault distance); the cold ones never come back.
+    constexpr std::size_t hot = 16;
+    const auto faults_before = rt->stats().device_faults;
+    for (int i = 0; i < 200; ++i) {
+        for (std::size_t h = 0; h < hot; ++h) REQUIRE(first_mismatch(p + h * kPage, kPage) == kPage);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const auto hot_states = states(*rt, p, hot * kPage);
+    INFO("device faults during the hot loop: " << rt->stats().device_faults - faults_before);
+    CHECK(count_state(hot_states, PageState::host) >= hot / 2);
+    CHECK(first_mismatch(p, len) == len);
+    REQUIRE(!rt->release(p, len));
+}
