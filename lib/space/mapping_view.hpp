@@ -59,8 +59,6 @@ public:
         std::uint64_t lookups = 0, cache_hits = 0, kernel_queries = 0;
     };
     Counters counters() const noexcept;
-    // Whether lookups use PROCMAP_QUERY (false: the text of /proc/self/maps).
-    bool uses_procmap_query() const noexcept { return procmap_query_.load(std::memory_order_relaxed); }
 
 private:
     std::error_code ask_kernel(std::uintptr_t start, std::uintptr_t end, std::vector<Vma>& out);
@@ -75,7 +73,7 @@ private:
     static constexpr std::size_t kEntries = 8;   // intervals remembered, replaced round robin
 
     Fd maps_;
-    std::atomic<bool> procmap_query_{true};
+    std::atomic<bool> procmap_query_{true};   // false once the kernel said it has no PROCMAP_QUERY
     std::atomic<std::uint64_t> generation_{1};
     mutable std::mutex lock_;   // the cache below
     std::array<Entry, kEntries> cache_;
