@@ -109,6 +109,7 @@ struct RuntimeStats {
     std::uint64_t first_touch_faults = 0;    // faults on never-touched pages
     std::uint64_t device_faults = 0;         // faults that brought device pages home
     std::uint64_t write_waits = 0;           // writes that waited for a migration in flight
+    std::uint64_t watched_writes = 0;        // first writes to pages under watch_writes()
     std::uint64_t pages_zero_filled = 0;     // never-touched pages given zeros
     std::uint64_t pages_to_device = 0;
     std::uint64_t pages_to_host = 0;         // by faults and by request
@@ -249,6 +250,25 @@ public:
     Result<PageState> state(const void* addr) const;
     // Whether any page of [addr, addr+len) is managed (lock-light: the hooks ask it).
     bool manages(const void* addr, std::size_t len) const;
+
+    // Which host-resident pages the program writes, seen through the
+    // runtime's own write protection (for policies: this kernel build has
+    // neither soft-dirty nor idle-page bits, and UFFD_FEATURE_WP_ASYNC would
+    // apply to the whole userfaultfd, freezes of migrations included).
+    // watch_writes() write-protects the HOST pages of [addr, addr+len) not
+    // watched yet and returns how many it did; the first write to each then
+    // costs one fault, which notes it and lets it through (the watch ends
+    // there). take_writes() sets written[i] to whether page i was written
+    // since it was watched, and clears the note. A page that moves or is
+    // dropped loses its watch and its note. EFAULT: a page is not managed;
+    // EINVAL: `written` too short. Nothing happens in a fork()ed child.
+    Result<std::size_t> watch_writes(const void* addr, std::size_t len);
+    std::error_code take_writes(const void* addr, std::size_t len, std::span<std::uint8_t> written);
+
+    // One round of the placement policy now, from the calling thread (its
+    // own thread runs one per period; rounds never overlap). The pages it
+    // moved; 0 for policy=none.
+    std::size_t policy_round();
 
     std::vector<RangeInfo> ranges() const;
     RuntimeStats stats() const;

@@ -89,6 +89,46 @@ Policy::Moved TierPolicy::demote(tier::Tick t) {
     return moved;
 }
 
+// Runs of consecutive pages in a sorted list: fn(first page, count).
+template <class Fn>
+void for_each_run(const std::vector<tier::PageId>& pages, Fn&& fn) {
+    for (std::size_t i = 0; i < pages.size();) {
+        std::size_t j = i + 1;
+        while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+        fn(pages[i], j - i);
+        i = j;
+    }
+}
+
+void TierPolicy::collect_writes(tier::Tick t) {
+    written_.clear();
+    for_each_run(watched_, [&](tier::PageId first, std::size_t count) {
+        auto take = [&](tier::PageId p, std::size_t n) {
+            bits_.resize(n);
+            if (rt_.take_writes(reinterpret_cast<void*>(p * kPage), n * kPage, bits_)) return false;
+            for (std::size_t k = 0; k < n; ++k)
+                if (bits_[k]) written_.push_back(p + k);
+            return true;
+        };
+        // Part of the run may have been unmapped since: then page by page.
+        if (!take(first, count))
+            for (std::size_t k = 0; k < count; ++k) (void)take(first + k, 1);
+    });
+    // Every round, written or not: the model counts a write as a second use
+    // only for pages that came home before its previous scan.
+    model_.on_scan(written_, t);
+}
+
+void TierPolicy::watch_next(std::size_t demoted) {
+    watched_.clear();
+    model_.candidates(std::clamp(2 * demoted, kMinWatch, kMaxWatch), watched_);
+    std::sort(watched_.begin(), watched_.end());
+    for_each_run(watched_, [&](tier::PageId first, std::size_t count) {
+        if (!rt_.watch_writes(reinterpret_cast<void*>(first * kPage), count * kPage))
+            for (std::size_t k = 0; k < count; ++k) (void)rt_.watch_writes(reinterpret_cast<void*>((first + k) * kPage), kPage);
+    });
+}
+
 Policy::Moved TierPolicy::step() {
     const tier::Tick t = now();
     std::map<std::uintptr_t, std::vector<PageState>> seen;
@@ -107,7 +147,10 @@ Policy::Moved TierPolicy::step() {
             if (last[i] == PageState::host || last[i] == PageState::device) model_.on_freed(start / kPage + i);
     }
     last_ = std::move(seen);
-    return demote(t);
+    collect_writes(t);
+    const Moved moved = demote(t);
+    watch_next(victims_.size());
+    return moved;
 }
 
 }  // namespace uhmm::policy

@@ -9,12 +9,18 @@
 // of neighbours, with non-blockable migrations; a page that did not move is
 // handed back (on_demote_failed).
 //
-// What it does not feed yet: writes. UFFD_FEATURE_WP_ASYNC applies to a
-// whole userfaultfd and would resolve the synchronous write-protect faults
-// that freeze pages while they migrate, and this kernel has neither
-// soft-dirty nor idle-page tracking; probing the demotion candidates with
-// the runtime's own write-protection is the next step. Reads are invisible
-// in any case: a page only read shows it is hot when it refaults, and the
+// Writes come from watching the next victims (Runtime::watch_writes): after
+// each round's demotions, the coldest pages the model would take next (at
+// least kMinWatch, twice the last round's demotions, at most kMaxWatch) are
+// write-protected by the runtime; the next round reads which of them were
+// written (take_writes) and feeds those to the model's on_scan, which moves
+// them to the hot end (a second use proves them). A page costs one fault per
+// watch at most, and only pages about to be demoted are watched, so the cost
+// is bounded by the demotions it may save. Why not the kernel's own bits:
+// UFFD_FEATURE_WP_ASYNC applies to a whole userfaultfd and would resolve the
+// synchronous write-protect faults that freeze pages while they migrate, and
+// this kernel has neither soft-dirty nor idle-page tracking. Reads stay
+// invisible: a page only read shows it is hot when it refaults, and the
 // model weighs how soon (the refault distance).
 #pragma once
 
@@ -33,6 +39,7 @@ namespace uhmm::policy {
 class TierPolicy final : public Policy {
 public:
     static constexpr std::chrono::milliseconds kPeriod{50};
+    static constexpr std::size_t kMinWatch = 256, kMaxWatch = 8192;   // pages watched per round
 
     TierPolicy(Runtime& rt, const PolicyConfig& config);
     ~TierPolicy() override { stop(); }
@@ -43,6 +50,10 @@ private:
     // Compare one range's states with the last round's and tell the model.
     void observe(const RangeInfo& r, std::vector<PageState>& last, tier::Tick t);
     Moved demote(tier::Tick t);
+    // Which of the pages watched last round were written: to the model.
+    void collect_writes(tier::Tick t);
+    // Watch the pages the model would demote next (`demoted`: this round's count).
+    void watch_next(std::size_t demoted);
 
     Runtime& rt_;
     tier::TierModel model_;
@@ -51,6 +62,9 @@ private:
     std::map<std::uintptr_t, std::vector<PageState>> last_;   // each range's states at the last round
     std::vector<PageState> states_;
     std::vector<tier::PageId> victims_;
+    std::vector<tier::PageId> watched_;   // sorted: the pages watched last round
+    std::vector<tier::PageId> written_;
+    std::vector<std::uint8_t> bits_;
 };
 
 }  // namespace uhmm::policy

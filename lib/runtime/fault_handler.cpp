@@ -73,8 +73,13 @@ FaultDisposition FaultHandler::on_fault(const uffd::PageFault& fault) noexcept {
         case PageState::none:
         case PageState::host:
             if (fault.wp) {
-                // Not ours to hold (a stale protection, or a page moved by
-                // mremap with its protection): let the write through.
+                // A watched page's first write (watch_writes): note it. Or not
+                // ours to hold (a stale protection, or a page moved by mremap
+                // with its protection). Either way, let the write through.
+                if (e.flags & space::kWatched) {
+                    e.flags = static_cast<std::uint8_t>((e.flags & ~space::kWatched) | space::kWritten);
+                    rt_.fault_counters.watched_writes.fetch_add(1, std::memory_order_relaxed);
+                }
                 const auto o = rt_.uffd->writeprotect(reinterpret_cast<void*>(addr), kPage, false);
                 return o.status == Status::retry ? FaultDisposition::retry_later : FaultDisposition::resolved;
             }

@@ -551,6 +551,8 @@ bool Runtime::manages(const void* addr, std::size_t len) const {
     return impl_->space.overlaps(start, start + len);
 }
 
+std::size_t Runtime::policy_round() { return impl_->policy ? impl_->policy->round() : 0; }
+
 std::vector<RangeInfo> Runtime::ranges() const {
     std::vector<space::RangeRef> refs;
     impl_->space.snapshot(refs);
@@ -581,6 +583,7 @@ RuntimeStats Runtime::stats() const {
     s.first_touch_faults = f.first_touch_faults.load(r);
     s.device_faults = f.device_faults.load(r);
     s.write_waits = f.write_waits.load(r);
+    s.watched_writes = f.watched_writes.load(r);
     s.pages_zero_filled = f.pages_zero_filled.load(r);
     s.pages_to_host_on_fault = f.pages_to_host_on_fault.load(r);
     const auto& m = impl_->migration_counters;

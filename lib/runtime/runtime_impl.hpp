@@ -31,7 +31,7 @@ namespace uhmm {
 class FaultHandler;
 
 struct FaultCounters {
-    std::atomic<std::uint64_t> faults{0}, first_touch_faults{0}, device_faults{0}, write_waits{0};
+    std::atomic<std::uint64_t> faults{0}, first_touch_faults{0}, device_faults{0}, write_waits{0}, watched_writes{0};
     std::atomic<std::uint64_t> pages_zero_filled{0}, pages_to_host_on_fault{0};
 };
 

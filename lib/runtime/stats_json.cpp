@@ -17,6 +17,7 @@ std::string Runtime::stats_json() const {
     j["first_touch_faults"] = s.first_touch_faults;
     j["device_faults"] = s.device_faults;
     j["write_waits"] = s.write_waits;
+    j["watched_writes"] = s.watched_writes;
     j["pages_zero_filled"] = s.pages_zero_filled;
     j["pages_to_device"] = s.pages_to_device;
     j["pages_to_host"] = s.pages_to_host;

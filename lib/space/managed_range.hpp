@@ -33,6 +33,8 @@ enum PageFlag : std::uint8_t {
     kUnmapped = 1u << 2,    // munmap left a hole here: not the application's memory any more
     kZapped = 1u << 3,      // MIGRATING page copied, left to the MADV_DONTNEED fallback zap
     kRefilled = 1u << 4,    // MIGRATING page that vanished under its copy and was zero-filled
+    kWatched = 1u << 5,     // HOST page write-protected by watch_writes(): its first write is noted
+    kWritten = 1u << 6,     // HOST page written since watched (take_writes() clears it)
 };
 
 // 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE only;

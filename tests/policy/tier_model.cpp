@@ -355,3 +355,24 @@ TEST_CASE("tier: on Zipf traces the model beats FIFO clearly and never OPT", "[t
         }
     }
 }
+
+TEST_CASE("candidates names the next victims, coldest first, and changes nothing") {
+    TierModel m(4, no_grace());
+    for (PageId p = 1; p <= 6; ++p) m.on_first_touch(p, p);
+    m.on_scan({}, 7);
+    // Page 2 written after its first touch: proven, so it goes last.
+    const std::vector<PageId> written{2};
+    m.on_scan(written, 8);
+    std::vector<PageId> next;
+    CHECK(m.candidates(3, next) == 3);
+    CHECK(next == std::vector<PageId>{1, 3, 4});
+    next.clear();
+    CHECK(m.candidates(100, next) == 6);
+    CHECK(next.back() == 2);
+    CHECK(m.host_pages() == 6);
+    // The two demotions that follow are the first two candidates.
+    CHECK(demote(m, 9) == std::vector<PageId>{1, 3});
+    next.clear();
+    m.candidates(2, next);
+    CHECK(next == std::vector<PageId>{4, 5});
+}

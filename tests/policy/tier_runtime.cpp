@@ -65,3 +65,41 @@ TEST_CASE("policy=tier keeps a page that keeps coming back on the host more than
     CHECK(first_mismatch(p, len) == len);
     REQUIRE(!rt->release(p, len));
 }
+
+TEST_CASE("policy=tier keeps pages that keep being written on the host (watched writes)") {
+    // Rounds are run by hand after each step, so the trace is the same
+    // whatever the machine's speed (the policy's own thread runs some too).
+    auto rt = make_runtime("arena=memfd,arena_size=64M,policy=tier,tier_hot=1M,fault_around=4K");
+    constexpr std::size_t budget = (1u << 20) / kPage;   // 256 pages
+    constexpr std::size_t hot = 64, step = 64, steps = 96;
+    constexpr std::size_t cold_len = step * steps * kPage;   // 24 times the budget, each page read once
+    auto h = rt->allocate(hot * kPage);
+    auto c = rt->allocate(cold_len);
+    REQUIRE(h.ok());
+    REQUIRE(c.ok());
+    auto* hp = static_cast<std::byte*>(*h);
+    auto* cp = static_cast<std::byte*>(*c);
+    std::size_t hot_on_device = 0;
+    for (std::size_t i = 0; i < steps; ++i) {
+        // Only writes show these pages are used (a write to a host page
+        // faults only when the page is watched); the cold pages are read
+        // once each, the newest first touches every round.
+        hot_on_device += count_state(*rt, hp, hot * kPage, PageState::device);
+        fill_salted(hp, hot * kPage, static_cast<std::uint8_t>(i));
+        volatile std::uint64_t sum = 0;
+        for (std::size_t k = 0; k < step; ++k) sum = sum + static_cast<std::uint64_t>(cp[(i * step + k) * kPage]);
+        (void)rt->policy_round();
+    }
+    const auto st = rt->stats();
+    INFO("hot pages found on the device " << hot_on_device << ", watched writes " << st.watched_writes
+                                          << ", pages to device " << st.pages_to_device);
+    // Without the writes, the hot pages are the oldest unproven pages once
+    // the budget is reached: every one of them would be demoted first.
+    CHECK(st.pages_to_device >= (steps * step + hot) - 2 * budget);
+    CHECK(st.watched_writes > 0);
+    CHECK(hot_on_device == 0);
+    CHECK(first_mismatch_salted(hp, hot * kPage, static_cast<std::uint8_t>(steps - 1)) == hot * kPage);
+    CHECK(first_nonzero(cp, cold_len) == cold_len);
+    REQUIRE(!rt->release(hp, hot * kPage));
+    REQUIRE(!rt->release(cp, cold_len));
+}

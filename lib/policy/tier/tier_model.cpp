@@ -253,6 +253,13 @@ void TierModel::rebalance() {
     }
 }
 
+std::size_t TierModel::candidates(std::size_t n, std::vector<PageId>& out) const {
+    std::size_t count = 0;
+    for (const List* from : {&probation_, &protected_})
+        for (auto it = from->begin(); it != from->end() && count < n; ++it, ++count) out.push_back(it->page);
+    return count;
+}
+
 std::size_t TierModel::demotions(Tick now, std::vector<PageId>& out) {
     now = advance(now);
     expire_grace(now);

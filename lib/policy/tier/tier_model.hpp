@@ -118,6 +118,13 @@ public:
     // returns how many were appended.
     std::size_t demotions(Tick now, std::vector<PageId>& out);
 
+    // Appends to `out` up to `n` host pages that demotions() would take
+    // next once the host is over budget, coldest first (probation, then
+    // protected; never pages in grace), changing nothing: the pages worth
+    // watching for a write (a write seen by on_scan saves one). Returns how
+    // many were appended.
+    std::size_t candidates(std::size_t n, std::vector<PageId>& out) const;
+
     void set_hot_pages(std::size_t hot_pages);
     std::size_t hot_pages() const { return hot_pages_; }
     std::size_t host_pages() const { return grace_.size() + probation_.size() + protected_.size(); }
