@@ -16,79 +16,20 @@
 // moves of the hot set; 0: never) and the model's TierParams: grace=<scan>
 // grace_share=0.25 protected=0.75 window=1.0 adapt=1; quick (4096 pages,
 // 200000 accesses, scan=256).
-#include "policy/tier/tier_sim.hpp"
-
-#include "../runtime/common.hpp"
-
-using namespace bench;
-namespace sim = uhmm::tier::sim;
-
-namespace {
-
-double real(const Args& args, const std::string& key, const std::string& def) {
-    const std::string text = args.get(key, def);
-    char* end = nullptr;
-    const double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || *end || !std::isfinite(v) || v < 0) {
-        std::fprintf(stderr, "bench: %s=%s: not a non-negative number\n", key.c_str(), text.c_str());
-        std::exit(2);
-    }
-    return v;
-}
-
-std::vector<double> reals(const Args& args, const std::string& key, const std::string& def) {
-    std::vector<double> out;
-    for (const auto& word : args.list(key, def)) {
-        char* end = nullptr;
-        const double v = std::strtod(word.c_str(), &end);
-        if (end == word.c_str() || *end || !std::isfinite(v) || v < 0) {
-            std::fprintf(stderr, "bench: %s: '%s' is not a non-negative number\n", key.c_str(), word.c_str());
-            std::exit(2);
-        }
-        out.push_back(v);
-    }
-    return out;
-}
-
-json to_json(const sim::Result& r) {
-    return {{"hit_rate", round6(r.hit_rate())},
-            {"hits", r.hits},
-            {"first_touches", r.first_touches},
-            {"promotions", r.promotions},
-            {"demotions", r.demotions},
-            {"over_budget_steps", r.over_budget_steps}};
-}
-
-json to_json(const uhmm::tier::TierStats& s) {
-    return {{"first_touches", s.first_touches},     {"promotions", s.promotions},
-            {"demotions", s.demotions},             {"refaults_proven", s.refaults_proven},
-            {"writes_proven", s.writes_proven},     {"overflows", s.overflows},
-            {"refaults_probation", s.refaults_probation}, {"refaults_protected", s.refaults_protected}};
-}
-
-}  // namespace
+#include "sim_json.hpp"
 
 int main(int argc, char** argv) {
     Args args(argc, argv);
-    sim::ZipfSpec spec;
-    spec.pages = static_cast<std::uint32_t>(args.integer("pages", 65536, 4096));
-    spec.accesses = static_cast<std::uint64_t>(args.integer("accesses", 2000000, 200000));
-    spec.seed = static_cast<std::uint64_t>(args.integer("seed", 1, 1));
-    spec.write_share = real(args, "writes", "0.3");
-    spec.phase = static_cast<std::uint64_t>(real(args, "phase", "0"));
-    const auto skews = reals(args, "skews", "0.9,1.1");
-    const auto hot_shares = reals(args, "hot", "0.1,0.25");
+    sim::ZipfSpec spec = zipf_spec(args, 65536, 4096, 2000000, 200000);
+    const auto skews = args.reals("skews", "0.9,1.1");
+    const auto hot_shares = args.reals("hot", "0.1,0.25");
     const auto scan = static_cast<std::uint64_t>(args.integer("scan", 1024, 256));
     uhmm::tier::TierParams params;
-    params.grace = static_cast<uhmm::tier::Tick>(real(args, "grace", std::to_string(scan)));
-    params.grace_share = real(args, "grace_share", "0.25");
-    params.protected_share = real(args, "protected", "0.75");
-    params.refault_window = real(args, "window", "1.0");
-    params.adapt = real(args, "adapt", "1") != 0;
-    if (spec.pages >= sim::Trace::kWrite || spec.write_share > 1) {
-        std::fprintf(stderr, "bench: pages below 2^31, writes in [0, 1]\n");
-        return 2;
-    }
+    params.grace = static_cast<uhmm::tier::Tick>(args.real("grace", std::to_string(scan)));
+    params.grace_share = args.real("grace_share", "0.25");
+    params.protected_share = args.real("protected", "0.75");
+    params.refault_window = args.real("window", "1.0");
+    params.adapt = args.real("adapt", "1") != 0;
 
     // The same signals, no segments and no refault detection: LRU by last
     // visible use (a promotion or a scan's written bit), with the same grace.

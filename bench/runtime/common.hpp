@@ -89,6 +89,28 @@ public:
         }
         return v;
     }
+    // A non-negative real number; reals(): a comma-separated list of them.
+    double real(const std::string& key, const std::string& def) const {
+        const std::string text = get(key, def);
+        double v = 0;
+        if (!parse_real(text, v)) {
+            std::fprintf(stderr, "bench: %s=%s: not a non-negative number\n", key.c_str(), text.c_str());
+            std::exit(2);
+        }
+        return v;
+    }
+    std::vector<double> reals(const std::string& key, const std::string& def) const {
+        std::vector<double> out;
+        for (const auto& word : list(key, def)) {
+            double v = 0;
+            if (!parse_real(word, v)) {
+                std::fprintf(stderr, "bench: %s: '%s' is not a non-negative number\n", key.c_str(), word.c_str());
+                std::exit(2);
+            }
+            out.push_back(v);
+        }
+        return out;
+    }
     std::vector<std::string> list(const std::string& key, const std::string& def) const {
         std::vector<std::string> out;
         std::string cur;
@@ -104,6 +126,12 @@ public:
     }
 
 private:
+    static bool parse_real(const std::string& text, double& v) {
+        char* end = nullptr;
+        v = std::strtod(text.c_str(), &end);
+        return end != text.c_str() && !*end && std::isfinite(v) && v >= 0;
+    }
+
     std::map<std::string, std::string> kv_;
     bool quick_ = false;
 };
