@@ -126,13 +126,15 @@ struct Setting {
     std::string stats_dir;
     std::string conf;
 
-    Setting() {
+    Setting() : Setting(std::string{}) {}
+    // Under `policy_conf` instead of the chaos configuration.
+    explicit Setting(const std::string& policy_conf) {
         INFO(in.problem);
         REQUIRE(in.problem.empty());
         REQUIRE(!tmp.path().empty());
         stats_dir = tmp.file("stats");
         REQUIRE(::mkdir(stats_dir.c_str(), 0755) == 0);
-        conf = in.chaos_conf + ",stats=" + stats_dir + "/uhmm-%p.json";
+        conf = (policy_conf.empty() ? in.chaos_conf : policy_conf) + ",stats=" + stats_dir + "/uhmm-%p.json";
     }
     std::string src(const std::string& name) const { return in.source_dir + "/" + name; }
 
@@ -318,6 +320,28 @@ TEST_CASE("sort orders a 100 MiB file", "[preload][sort]") {
     const Outcome preloaded = s.preloaded({{"/usr/bin/sort", "-o", preload_sorted, input}, "sort"});
     CHECK(file_size(native_sorted) == file_size(input));
     check_file_outputs(s, "sort 100 MiB", native, preloaded, native_sorted, preload_sorted);
+}
+
+TEST_CASE("sort under policy=tier with a quarter of its memory on the host", "[preload][tier]") {
+    // sort of 64 MiB holds about 70 MiB: tier_hot=16M keeps three quarters
+    // of it on the device, and sort's passes over its buffers keep faulting
+    // pages home and the policy demoting others.
+    Setting s("policy=tier,tier_hot=16M,min_range=64K,arena=memfd,arena_size=1G,log=error");
+    require_program("/usr/bin/sort", "coreutils");
+    const std::string input = s.tmp.file("lines.txt");
+    REQUIRE(write_sort_input(input, 64 * kMiB, 7));
+    const std::string native_sorted = s.tmp.file("sorted-native.txt");
+    const std::string preload_sorted = s.tmp.file("sorted-preload.txt");
+
+    const Outcome native = s.native({{"/usr/bin/sort", "-o", native_sorted, input}, "sort"});
+    const Outcome preloaded = s.preloaded({{"/usr/bin/sort", "-o", preload_sorted, input}, "sort"});
+    check_file_outputs(s, "sort 64 MiB, tier", native, preloaded, native_sorted, preload_sorted);
+    const Stats stats = read_stats(s.stats_dir, preloaded.pid);
+    INFO(stats.summary());
+    CHECK(stats.get("policy_rounds") > 0);
+    // More than the budget went to the device, and pages came back on touch.
+    CHECK(stats.get("pages_to_device") * 4096 > 16 * std::int64_t{kMiB});
+    CHECK(stats.get("device_faults") > 0);
 }
 
 TEST_CASE("gzip compresses 64 MiB to the same bytes and back", "[preload][gzip]") {
