@@ -3,7 +3,8 @@
 # the runtime with a short report. Idempotent.
 #   1. examples/runtime_demo [MiB] [config]: the C++ API on a program of ours
 #   2. scripts/preload_job.py: sort (coreutils, unmodified) under
-#      libuhmm_preload.so with policy=chaos, compared with a native run
+#      libuhmm_preload.so with policy=tier (tier_hot: a quarter of its
+#      footprint), compared with a native run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
