@@ -64,6 +64,12 @@ struct PolicyConfig {
     std::size_t tier_hot = 256u << 20;    // tier_hot= (bytes of managed memory allowed on the host)
 };
 
+// A policy and its knobs as `hmmctl policy` gives them: "tier,tier_hot=64M"
+// (or "policy=tier,..."); knobs not given keep `base`'s values. EINVAL for a
+// key that is not one of the policy's (policy, chaos_period_ms,
+// chaos_fraction, seed, tier_hot) or a bad value; `*why` says which.
+Result<PolicyConfig> parse_policy_spec(std::string_view spec, const PolicyConfig& base, std::string* why = nullptr);
+
 struct RuntimeConfig {
     devmem::ArenaSpec arena{.backend = devmem::Backend::hugepage, .size = std::size_t{1} << 30};   // arena=, arena_size=, arena_reserve=
     migrate::EngineKind engine = migrate::EngineKind::automatic;   // engine=
@@ -106,6 +112,9 @@ struct RangeInfo {
 struct RuntimeStats {
     std::uint64_t ranges = 0, managed_bytes = 0;
     std::uint64_t faults = 0;                // fault messages served
+    std::uint64_t faults_missing = 0, faults_wp = 0;   // of which: missing pages, write-protected
+    std::uint64_t fault_p50_ns = 0, fault_p99_ns = 0;  // time the fault thread spent on one (within 19%)
+    std::uint64_t copy_batches = 0;          // batches the migrations submitted to the copy engine
     std::uint64_t first_touch_faults = 0;    // faults on never-touched pages
     std::uint64_t device_faults = 0;         // faults that brought device pages home
     std::uint64_t write_waits = 0;           // writes that waited for a migration in flight
@@ -269,6 +278,12 @@ public:
     // own thread runs one per period; rounds never overlap). The pages it
     // moved; 0 for policy=none.
     std::size_t policy_round();
+    // Replace the placement policy (hmmctl policy): the new one starts at
+    // once, the old one's thread stops after its round. Its rounds and
+    // migrations stay counted. ECHILD in a fork()ed child.
+    std::error_code set_policy(const PolicyConfig& config);
+    // The policy now (config() keeps the one the runtime was created with).
+    PolicyConfig policy() const;
 
     std::vector<RangeInfo> ranges() const;
     RuntimeStats stats() const;

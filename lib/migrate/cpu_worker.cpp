@@ -29,7 +29,7 @@
 #include <atomic>
 #include <cerrno>
 
-#include "base/internal.hpp"
+#include "base/internal_thread.hpp"
 #include "base/log.hpp"
 #include "migrate/memcpy_engine.hpp"
 
@@ -70,12 +70,8 @@ bool vm_copy_works() {
 }  // namespace
 
 CpuWorker::CpuWorker(std::byte* arena_base, std::span<const std::byte> runtime)
-    : base_(arena_base), runtime_(runtime), checked_(vm_copy_works()), thread_([this] {
-          base::mark_internal_thread();
-          run();
-      }) {
-    ::pthread_setname_np(thread_.native_handle(), "uhmm-copy-cpu");
-}
+    : base_(arena_base), runtime_(runtime), checked_(vm_copy_works()),
+      thread_(base::start_internal_thread("uhmm-copy-cpu", [this] { run(); })) {}
 
 CpuWorker::~CpuWorker() {
     {

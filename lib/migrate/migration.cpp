@@ -219,6 +219,7 @@ void Migration::freeze_and_submit(ManagedRange& r, Batch& b, MigrateResult& out)
     // against the size it was told.
     c_.engine.set_arena_size(c_.arena.view().size);
     b.fence = c_.engine.submit(Direction::to_device, b.ops);
+    c_.counters.copy_batches.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Migration::finish(ManagedRange& r, Batch& b, MigrateResult& out) {
@@ -407,6 +408,7 @@ HomeOutcome Migration::copy_home(std::uintptr_t dst, devmem::PageIndex first_dev
             const CopyOp op{staging->data(), devmem::ArenaView::offset_of(first_device + static_cast<std::uint32_t>(done)),
                             static_cast<std::uint32_t>(n * kPage)};
             auto fence = c_.engine.submit(Direction::to_host, {&op, 1});
+            c_.counters.copy_batches.fetch_add(1, std::memory_order_relaxed);
             if (auto ec = fence.wait()) {
                 h.status = uffd::Status::failed;
                 h.error = ec.value();

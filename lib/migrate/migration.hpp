@@ -45,6 +45,7 @@ struct MigrationCounters {
     std::atomic<std::uint64_t> pages_to_host{0}, bytes_to_host{0};
     std::atomic<std::uint64_t> pages_discarded{0};
     std::atomic<std::uint64_t> failed_pages{0};
+    std::atomic<std::uint64_t> copy_batches{0};   // batches submitted to the copy engine
 };
 
 struct MigrationContext {

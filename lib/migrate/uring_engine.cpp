@@ -67,7 +67,7 @@
 #include <thread>
 #include <vector>
 
-#include "base/internal.hpp"
+#include "base/internal_thread.hpp"
 #include "base/log.hpp"
 #include "migrate/cpu_worker.hpp"
 #include "migrate/fence_state.hpp"
@@ -194,11 +194,7 @@ std::error_code UringEngine::init(const EngineOptions& options) {
     for (std::size_t i = slots_.size(); i-- > 0;) free_.push_back(static_cast<std::uint32_t>(i));
     if (view_.kind == devmem::ArenaKind::hugetlb || cpu_all_)
         cpu_ = std::make_unique<CpuWorker>(view_.base, region_.bytes());
-    completer_ = std::thread([this] {
-        base::mark_internal_thread();
-        complete_loop();
-    });
-    ::pthread_setname_np(completer_.native_handle(), "uhmm-copy-cq");
+    completer_ = base::start_internal_thread("uhmm-copy-cq", [this] { complete_loop(); });
     return {};
 }
 

@@ -3,18 +3,14 @@
 
 #include <pthread.h>
 
-#include "base/internal.hpp"
+#include "base/internal_thread.hpp"
 
 namespace uhmm::policy {
 
 Policy::~Policy() { stop(); }
 
 void Policy::start(const char* name, std::chrono::milliseconds period) {
-    thread_ = std::thread([this, name, period] {
-        base::mark_internal_thread();
-        ::pthread_setname_np(::pthread_self(), name);
-        run(period);
-    });
+    thread_ = base::start_internal_thread(name, [this, period] { run(period); });
 }
 
 void Policy::stop() noexcept {

@@ -27,13 +27,15 @@ public:
     std::uint64_t rounds() const;
     std::uint64_t migrations() const;   // migrate calls that moved at least one page
 
+    // Stop the thread after its round (a derived class's destructor calls
+    // this first, so that no round runs on a half-destroyed policy; the
+    // runtime calls it when it replaces the policy). Idempotent.
+    void stop() noexcept;
+
 protected:
     Policy() = default;
     // Start the thread, named `name` (at most 15 characters).
     void start(const char* name, std::chrono::milliseconds period);
-    // Stop it: a derived class's destructor calls this first, so that no
-    // round runs on a half-destroyed policy.
-    void stop() noexcept;
 
     struct Moved {
         std::size_t pages = 0;

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <uhmm/runtime.hpp>
 
@@ -71,6 +72,39 @@ std::optional<T> whole_number(const std::string& v) {
 }  // namespace
 
 std::span<const Knob> knobs() { return kKnobs; }
+
+Result<PolicyConfig> parse_policy_spec(std::string_view spec, const PolicyConfig& base, std::string* why) {
+    static constexpr std::string_view kPolicyKeys[] = {"policy", "chaos_period_ms", "chaos_fraction", "seed",
+                                                       "tier_hot"};
+    std::string text;
+    std::vector<std::string> keys;
+    bool first = true;
+    for (std::string_view rest = spec; !rest.empty() || first; first = false) {
+        const auto comma = rest.find(',');
+        std::string item(trim(rest.substr(0, comma)));
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        if (item.empty()) continue;
+        if (first && item.find('=') == std::string::npos) item = "policy=" + item;   // the name alone
+        const std::string key(trim(std::string_view(item).substr(0, item.find('='))));
+        if (std::find(std::begin(kPolicyKeys), std::end(kPolicyKeys), key) == std::end(kPolicyKeys))
+            return bad(why, "policy spec: '" + key +
+                                "' is not a policy knob (policy, chaos_period_ms, chaos_fraction, seed, tier_hot)");
+        keys.push_back(key);
+        text += (text.empty() ? "" : ",") + item;
+    }
+    if (keys.empty()) return bad(why, "policy spec: empty (e.g. tier,tier_hot=64M)");
+    auto parsed = RuntimeConfig::parse(text, why);
+    if (!parsed) return parsed.error();
+    const PolicyConfig& p = parsed->policy;
+    PolicyConfig out = base;
+    auto given = [&](std::string_view k) { return std::find(keys.begin(), keys.end(), k) != keys.end(); };
+    if (given("policy")) out.kind = p.kind;
+    if (given("chaos_period_ms")) out.chaos_period_ms = p.chaos_period_ms;
+    if (given("chaos_fraction")) out.chaos_fraction = p.chaos_fraction;
+    if (given("seed")) out.seed = p.seed;
+    if (given("tier_hot")) out.tier_hot = p.tier_hot;
+    return out;
+}
 
 Result<RuntimeConfig> RuntimeConfig::parse(std::string_view text, std::string* why) {
     // Collect first (so that arena, arena_size and arena_reserve combine), in

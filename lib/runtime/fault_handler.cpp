@@ -2,6 +2,7 @@
 #include "runtime/fault_handler.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 #include "base/log.hpp"
 
@@ -18,7 +19,17 @@ constexpr std::uintptr_t page_down(std::uintptr_t a) { return a & ~(std::uintptr
 }  // namespace
 
 FaultDisposition FaultHandler::on_fault(const uffd::PageFault& fault) noexcept {
-    rt_.fault_counters.faults.fetch_add(1, std::memory_order_relaxed);
+    FaultCounters& c = rt_.fault_counters;
+    c.faults.fetch_add(1, std::memory_order_relaxed);
+    (fault.wp ? c.faults_wp : c.faults_missing).fetch_add(1, std::memory_order_relaxed);
+    const auto t0 = std::chrono::steady_clock::now();
+    const FaultDisposition d = serve(fault);
+    c.service_ns.record(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
+    return d;
+}
+
+FaultDisposition FaultHandler::serve(const uffd::PageFault& fault) noexcept {
     const std::uintptr_t addr = page_down(fault.address);
     space::RangeRef r = rt_.space.find(addr);
     if (!r) {

@@ -18,12 +18,14 @@ class FaultHandler final : public uffd::Handler {
 public:
     explicit FaultHandler(Runtime::Impl& rt) noexcept : rt_(rt) {}
 
+    // Counts and times serve().
     uffd::FaultDisposition on_fault(const uffd::PageFault& fault) noexcept override;
     void on_remove(const uffd::Remove& r) noexcept override;
     void on_unmap(const uffd::Unmap& u) noexcept override;
     void on_remap(const uffd::Remap& r) noexcept override;
 
 private:
+    uffd::FaultDisposition serve(const uffd::PageFault& fault) noexcept;
     uffd::FaultDisposition first_touch(space::ManagedRange& r, std::size_t page, std::size_t first,
                                        std::size_t last) noexcept;
     uffd::FaultDisposition device_fault(space::ManagedRange& r, std::size_t page, std::size_t first,

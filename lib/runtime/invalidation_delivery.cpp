@@ -6,22 +6,12 @@
 #include <algorithm>
 #include <csignal>
 
-#include "base/internal.hpp"
+#include "base/internal_thread.hpp"
 
 namespace uhmm {
 
 InvalidationDelivery::InvalidationDelivery(mirror::NotifierRegistry& registry) : registry_(registry) {
-    // Every signal blocked, as the fault threads: the application's handlers
-    // must not run here.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    thread_ = std::thread([this] {
-        base::mark_internal_thread();
-        run();
-    });
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    pthread_setname_np(thread_.native_handle(), "uhmm-invalidate");
+    thread_ = base::start_internal_thread("uhmm-invalidate", [this] { run(); });
 }
 
 InvalidationDelivery::~InvalidationDelivery() {

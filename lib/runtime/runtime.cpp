@@ -77,7 +77,14 @@ Runtime::~Runtime() {
         (void)impl_.release();
         return;
     }
-    impl_->policy.reset();   // no round may start while the runtime goes
+    impl_->control.reset();   // no request may start either
+    {
+        // No round may start while the runtime goes (one running from
+        // policy_round() holds its own reference and finishes first: the
+        // caller must not destroy a runtime it is still calling).
+        std::lock_guard lock(impl_->policy_lock);
+        impl_->policy.reset();
+    }
     fork_guard_remove(impl_.get());
     {
         // munmap returns once its Unmap event is read: let it be handled, so
@@ -155,10 +162,16 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     fork_guard_add(impl.get());
     (void)log::set_level(config.log);
     std::unique_ptr<Runtime> rt(new Runtime(std::move(impl)));
-    if (config.policy.kind == PolicyKind::chaos)
-        rt->impl_->policy = std::make_unique<policy::ChaosPolicy>(*rt, config.policy);
-    else if (config.policy.kind == PolicyKind::tier)
-        rt->impl_->policy = std::make_unique<policy::TierPolicy>(*rt, config.policy);
+    (void)rt->set_policy(config.policy);
+    if (config.socket) {
+        std::string socket_why;
+        auto server = control::Server::start(*rt, &socket_why);
+        if (server) rt->impl_->control = std::move(*server);
+        else if (server.error() == std::errc::address_in_use)
+            log::get().debug("control socket: {} (another runtime of this process)", socket_why);
+        else
+            log::get().warn("control socket: {}; hmmctl cannot reach this process", socket_why);
+    }
     return rt;
 }
 
@@ -551,7 +564,37 @@ bool Runtime::manages(const void* addr, std::size_t len) const {
     return impl_->space.overlaps(start, start + len);
 }
 
-std::size_t Runtime::policy_round() { return impl_->policy ? impl_->policy->round() : 0; }
+std::size_t Runtime::policy_round() {
+    const auto p = impl_->current_policy();
+    return p ? p->round() : 0;
+}
+
+std::error_code Runtime::set_policy(const PolicyConfig& config) {
+    if (impl_->forked_child.load(std::memory_order_acquire)) return child_refusal();
+    std::shared_ptr<policy::Policy> next;
+    if (config.kind == PolicyKind::chaos) next = std::make_shared<policy::ChaosPolicy>(*this, config);
+    else if (config.kind == PolicyKind::tier) next = std::make_shared<policy::TierPolicy>(*this, config);
+    std::shared_ptr<policy::Policy> old;
+    {
+        std::lock_guard lock(impl_->policy_lock);
+        old = std::move(impl_->policy);
+        impl_->policy = std::move(next);
+        impl_->policy_config = config;
+    }
+    if (old) {
+        // Its thread finishes its round and stops; then what it did is kept.
+        old->stop();
+        std::lock_guard lock(impl_->policy_lock);
+        impl_->retired_rounds += old->rounds();
+        impl_->retired_migrations += old->migrations();
+    }
+    return {};
+}
+
+PolicyConfig Runtime::policy() const {
+    std::lock_guard lock(impl_->policy_lock);
+    return impl_->policy_config;
+}
 
 std::vector<RangeInfo> Runtime::ranges() const {
     std::vector<space::RangeRef> refs;
@@ -583,11 +626,16 @@ RuntimeStats Runtime::stats() const {
     s.first_touch_faults = f.first_touch_faults.load(r);
     s.device_faults = f.device_faults.load(r);
     s.write_waits = f.write_waits.load(r);
+    s.faults_missing = f.faults_missing.load(r);
+    s.faults_wp = f.faults_wp.load(r);
+    s.fault_p50_ns = f.service_ns.percentile(0.5);
+    s.fault_p99_ns = f.service_ns.percentile(0.99);
     s.watched_writes = f.watched_writes.load(r);
     s.pages_zero_filled = f.pages_zero_filled.load(r);
     s.pages_to_host_on_fault = f.pages_to_host_on_fault.load(r);
     const auto& m = impl_->migration_counters;
     s.pages_to_device = m.pages_to_device.load(r);
+    s.copy_batches = m.copy_batches.load(r);
     s.pages_to_host = m.pages_to_host.load(r);
     s.pages_discarded = m.pages_discarded.load(r);
     s.migrate_failed_pages = m.failed_pages.load(r);
@@ -597,9 +645,14 @@ RuntimeStats Runtime::stats() const {
     s.device_pages = s.arena.used_pages;
     s.migrations_would_block = impl_->nonblocking_refusals.load(r);
     s.ranges_managed = impl_->ranges_managed.load(r);
-    if (impl_->policy) {
-        s.policy_rounds = impl_->policy->rounds();
-        s.policy_migrations = impl_->policy->migrations();
+    {
+        std::lock_guard lock(impl_->policy_lock);
+        s.policy_rounds = impl_->retired_rounds;
+        s.policy_migrations = impl_->retired_migrations;
+        if (impl_->policy) {
+            s.policy_rounds += impl_->policy->rounds();
+            s.policy_migrations += impl_->policy->migrations();
+        }
     }
     const auto v = impl_->view.counters();
     s.view_lookups = v.lookups;

@@ -18,6 +18,8 @@
 #include <uhmm/runtime.hpp>
 #include <uhmm/uffd.hpp>
 
+#include "base/latency_histogram.hpp"
+#include "control/server.hpp"
 #include "migrate/host_zapper.hpp"
 #include "migrate/migration.hpp"
 #include "policy/policy.hpp"
@@ -31,7 +33,9 @@ namespace uhmm {
 class FaultHandler;
 
 struct FaultCounters {
-    std::atomic<std::uint64_t> faults{0}, first_touch_faults{0}, device_faults{0}, write_waits{0}, watched_writes{0};
+    std::atomic<std::uint64_t> faults{0}, faults_missing{0}, faults_wp{0};
+    std::atomic<std::uint64_t> first_touch_faults{0}, device_faults{0}, write_waits{0}, watched_writes{0};
+    LatencyHistogram service_ns;   // time the fault thread spends on one fault message
     std::atomic<std::uint64_t> pages_zero_filled{0}, pages_to_host_on_fault{0};
 };
 
@@ -63,8 +67,18 @@ struct Runtime::Impl {
     std::atomic<bool> protection_reported{false};   // protection_hooked(true)
     std::atomic<std::uint64_t> nonblocking_refusals{0};   // non-blockable migrations given up (EAGAIN)
     std::atomic<std::uint64_t> ranges_managed{0};         // manage / allocate successes, over the runtime's life
-    // The policy's thread (nullptr for none). Stopped first in ~Runtime.
-    std::unique_ptr<policy::Policy> policy;
+    // The policy (nullptr for none) and its knobs, replaced by set_policy();
+    // the policy's thread is stopped first in ~Runtime. policy_round() and
+    // stats() take a reference under the lock and use it outside: a round
+    // may be long. Rounds and migrations of policies replaced are kept.
+    mutable std::mutex policy_lock;
+    std::shared_ptr<policy::Policy> policy;
+    PolicyConfig policy_config;
+    std::uint64_t retired_rounds = 0, retired_migrations = 0;
+    std::shared_ptr<policy::Policy> current_policy() const {
+        std::lock_guard lock(policy_lock);
+        return policy;
+    }
     // Devices' notifiers, and the thread that calls them for what the fault
     // thread sees (declared after the registry: it goes first).
     mirror::NotifierRegistry notifiers;
@@ -77,6 +91,8 @@ struct Runtime::Impl {
     std::uint16_t owner_id(const void* who, bool add);
     std::unique_ptr<FaultHandler> handler;
     std::unique_ptr<uffd::Monitor> monitor;
+    // The control socket (socket=on), stopped before anything it calls.
+    std::unique_ptr<control::Server> control;
 
     // Migrations hold it shared; fork's prepare, unmanage, release and
     // destruction hold it exclusive (no migration may be half done then).

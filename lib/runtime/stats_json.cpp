@@ -12,8 +12,12 @@ std::string Runtime::stats_json() const {
     const RuntimeStats s = stats();
     nlohmann::json j;
     j["pid"] = ::getpid();
-    j["policy"] = std::string(to_string(config().policy.kind));
+    j["policy"] = std::string(to_string(policy().kind));
     j["faults"] = s.faults;
+    j["faults_missing"] = s.faults_missing;
+    j["faults_wp"] = s.faults_wp;
+    j["fault_p50_ns"] = s.fault_p50_ns;
+    j["fault_p99_ns"] = s.fault_p99_ns;
     j["first_touch_faults"] = s.first_touch_faults;
     j["device_faults"] = s.device_faults;
     j["write_waits"] = s.write_waits;
@@ -29,6 +33,7 @@ std::string Runtime::stats_json() const {
     j["migrations_would_block"] = s.migrations_would_block;
     j["bytes_to_device"] = s.bytes_to_device;
     j["bytes_to_host"] = s.bytes_to_host;
+    j["copy_batches"] = s.copy_batches;
     j["ranges"] = s.ranges;
     j["ranges_managed"] = s.ranges_managed;
     j["managed_bytes"] = s.managed_bytes;

@@ -283,6 +283,17 @@ inline MigrateResult migrate_ok(Runtime& rt, void* p, std::size_t len, Target to
     return *r;
 }
 
+// allocate() that must succeed, the memory filled with the address pattern
+// (every page touched: host-resident).
+inline std::byte* allocate_filled(Runtime& rt, std::size_t len) {
+    auto a = rt.allocate(len);
+    INFO("allocate: " << a.error().message());
+    REQUIRE(a.ok());
+    auto* p = static_cast<std::byte*>(*a);
+    fill_pattern(p, len);
+    return p;
+}
+
 // The runtime's range that contains `p`, if any.
 inline std::optional<RangeInfo> range_containing(const Runtime& rt, const void* p) {
     const auto a = addr_of(p);

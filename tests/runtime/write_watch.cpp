@@ -76,10 +76,7 @@ TEST_CASE("watch_writes notes the first write to each watched host page, once") 
 TEST_CASE("a watched page that moves loses its watch and its note") {
     auto rt = make_runtime();
     constexpr std::size_t pages = 16, len = pages * kPage;
-    auto a = rt->allocate(len);
-    REQUIRE(a.ok());
-    auto* p = static_cast<std::byte*>(*a);
-    fill_pattern(p, len);
+    auto* p = allocate_filled(*rt, len);
     REQUIRE(*rt->watch_writes(p, len) == pages);
     p[0] = std::byte{0x11};            // page 0: written, noted
     migrate_ok(*rt, p, 2 * kPage, Target::device);   // pages 0 and 1 go (note and watch dropped)
@@ -137,7 +134,7 @@ TEST_CASE("writers lose nothing while their pages are watched, taken and migrate
         writers.emplace_back([&, t] {
             auto* base = p + t * pages_each * kPage;
             std::uint64_t n = 0;
-            while (!stop.load(std::memory_order_relaxed) && n < 2000) {
+            while (!stop.load(std::memory_order_relaxed)) {
                 ++n;
                 for (std::size_t i = 0; i < pages_each; ++i)
                     *reinterpret_cast<volatile std::uint64_t*>(base + i * kPage) = n;
@@ -146,7 +143,9 @@ TEST_CASE("writers lose nothing while their pages are watched, taken and migrate
         });
     std::size_t noted = 0;
     std::vector<std::uint8_t> bits(len / kPage);
-    for (int i = 0; i < 200; ++i) {
+    // Until both writers are seen through the watch many times (they write
+    // until told to stop, so they are running all along).
+    for (int i = 0; i < 200 || noted < 100; ++i) {
         (void)rt->watch_writes(p, len);
         if (i % 4 == 3) (void)rt->migrate(p + (i % 8) * 32 * kPage, 32 * kPage, Target::device);
         REQUIRE(!rt->take_writes(p, len, bits));
