@@ -76,8 +76,10 @@ struct RuntimeConfig {
     unsigned fault_threads = 1;                       // fault_threads=: uffd reader threads
     // fault_around=: the most a CPU fault brings back at once (device pages of
     // the same aligned block, or zero-filled never-touched pages). The window
-    // starts at one page and doubles while faults walk the range in order, as
-    // the kernel's readahead does, so random touches pay one page each.
+    // doubles while faults walk the range in order, up or down (four walks
+    // at once), as the kernel's readahead does. A random touch of a device
+    // page brings one page; one of a never-touched page zero-fills 64 KiB
+    // (at most fault_around), since a fault costs more than the zeros.
     std::size_t fault_around = 2u << 20;
     // migrate_batch=: pages write-protected, copied and zapped per step of a
     // migration to the device (a step's copy overlaps the next step's setup).

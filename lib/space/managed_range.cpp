@@ -45,14 +45,26 @@ void ManagedRange::put() noexcept {
     ::munmap(this, bytes);
 }
 
-std::size_t ManagedRange::fault_window(std::size_t page, std::size_t max_pages) noexcept {
+std::size_t ManagedRange::fault_window(std::size_t page, std::size_t max_pages, std::size_t min_pages) noexcept {
     // A heuristic shared by the fault threads: relaxed, a lost update only
     // costs one smaller window.
-    std::size_t window = 1;
-    if (page == next_expected_.load(std::memory_order_relaxed))
-        window = std::min(max_pages, window_.load(std::memory_order_relaxed) * 2);
-    window_.store(window, std::memory_order_relaxed);
-    next_expected_.store((page / window + 1) * window, std::memory_order_relaxed);
+    constexpr auto relaxed = std::memory_order_relaxed;
+    min_pages = std::min(min_pages, max_pages);
+    Stream* walk = nullptr;
+    std::size_t window = min_pages;
+    for (Stream& s : streams_) {
+        if (s.next_up.load(relaxed) == page || s.next_down.load(relaxed) == page) {
+            walk = &s;
+            window = std::max(min_pages, std::min(max_pages, s.window.load(relaxed) * 2));
+            break;
+        }
+    }
+    if (!walk) walk = &streams_[oldest_stream_.fetch_add(1, relaxed) % kStreams];
+    // Windows are aligned: the walk goes on just above or just below this one.
+    const std::size_t first = page / window * window;
+    walk->window.store(window, relaxed);
+    walk->next_up.store(first + window, relaxed);
+    walk->next_down.store(first ? first - 1 : ~std::size_t{0}, relaxed);
     return window;
 }
 

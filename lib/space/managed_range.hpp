@@ -81,9 +81,13 @@ public:
     std::size_t metadata_bytes() const noexcept { return table_bytes_; }
 
     // The fault window, as the kernel's readahead: doubles while faults walk
-    // the range in order, back to one page on a random touch. Returns the
+    // the range in order (up or down: sort walks its buffers downwards),
+    // `min_pages` on a random touch. Up to kStreams walks are followed at
+    // once (a merge reads two runs and writes a third): a fault that
+    // continues none of them starts one in place of the oldest. Returns the
     // window in pages (a power of two ≤ max_pages) for a fault at `page`.
-    std::size_t fault_window(std::size_t page, std::size_t max_pages) noexcept;
+    std::size_t fault_window(std::size_t page, std::size_t max_pages, std::size_t min_pages = 1) noexcept;
+    static constexpr std::size_t kStreams = 4;
 
     ManagedRange(const ManagedRange&) = delete;
     ManagedRange& operator=(const ManagedRange&) = delete;
@@ -101,8 +105,15 @@ private:
     PageEntry* entries_;
     std::atomic<std::uint32_t> refs_{1};
     std::atomic<bool> dead_{false};
-    std::atomic<std::size_t> next_expected_{~std::size_t{0}};
-    std::atomic<std::size_t> window_{1};
+    // The walks followed: where each expects its next fault going up, and
+    // going down, and its window.
+    struct Stream {
+        std::atomic<std::size_t> next_up{~std::size_t{0}};
+        std::atomic<std::size_t> next_down{~std::size_t{0}};
+        std::atomic<std::size_t> window{1};
+    };
+    Stream streams_[kStreams];
+    std::atomic<std::size_t> oldest_stream_{0};   // replaced by the next new walk
 };
 
 // Ordering for the tree: by start address.

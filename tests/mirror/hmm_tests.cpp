@@ -295,7 +295,9 @@ TEST_CASE("hmm-tests anon_teardown: munmap with device entries and device pages;
 }
 
 TEST_CASE("hmm-tests snapshot (two devices): local device pages, read-only and writable pages, holes") {
-    auto rt = make_runtime(arena_conf());
+    // fault_around=4K: a first touch fills only its page (by default it
+    // zero-fills 64 KiB around it, and page 0 would be present).
+    auto rt = make_runtime(arena_conf() + ",fault_around=4K");
     Buffer b(7);
     REQUIRE(!rt->manage(b.m.data(), b.size));
     auto* p = b.m.data();

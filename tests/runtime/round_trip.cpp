@@ -147,7 +147,10 @@ TEST_CASE("migrating twice: the second call finds every page there") {
 }
 
 TEST_CASE("never-touched pages go to the device for free and read as zero") {
-    auto rt = make_runtime();
+    // One page per first touch: by default a first touch zero-fills at least
+    // 64 KiB around it, and those pages are then present (copied when they
+    // move), which would blur which pages the program touched.
+    auto rt = make_runtime("arena=memfd,arena_size=64M,fault_around=4K");
     constexpr std::size_t len = 1 * MiB, pages = len / kPage;
     auto a = rt->allocate(len);
     REQUIRE(a.ok());
@@ -442,4 +445,34 @@ TEST_CASE("the default configuration works here (the hugepage arena falls back w
     CHECK(res.failed == 0);
     CHECK(first_mismatch(p, len) == len);
     CHECK(rt.stats().metadata_bytes > 0);
+}
+
+TEST_CASE("a first touch zero-fills a 64 KiB window, and walks in either direction grow it") {
+    auto rt = make_runtime();
+    constexpr std::size_t len = 8 * MiB, pages = len / kPage;
+    auto a = rt->allocate(len);
+    REQUIRE(a.ok());
+    auto* p = static_cast<std::byte*>(*a);
+    // A random touch: its aligned 16 pages, nothing more.
+    p[100 * kPage] = std::byte{1};
+    CHECK(count_state(*rt, p, len, PageState::host) == 16);
+    CHECK(count_state(*rt, p + 96 * kPage, 16 * kPage, PageState::host) == 16);
+    // Walking down from the top of the range (as sort does) takes far fewer
+    // faults than 64 KiB windows would: the window doubles up to fault_around.
+    const auto f0 = rt->stats().first_touch_faults;
+    for (std::size_t i = pages; i-- > pages / 2;) p[i * kPage] = std::byte{2};
+    const auto walk_down = rt->stats().first_touch_faults - f0;
+    INFO("faults walking down 4 MiB: " << walk_down);
+    CHECK(walk_down < (pages / 2) / 16 / 4);
+    // And up, the same.
+    const auto f1 = rt->stats().first_touch_faults;
+    for (std::size_t i = 128; i < pages / 2; ++i) p[i * kPage] = std::byte{3};
+    const auto walk_up = rt->stats().first_touch_faults - f1;
+    INFO("faults walking up: " << walk_up);
+    CHECK(walk_up < (pages / 2 - 128) / 16 / 4);
+    // All but the first 128 pages, less the 16 the random touch filled.
+    CHECK(count_state(*rt, p, len, PageState::host) == pages - 128 + 16);
+    CHECK(p[100 * kPage] == std::byte{1});
+    CHECK(p[(pages - 1) * kPage] == std::byte{2});
+    REQUIRE(!rt->release(p, len));
 }
