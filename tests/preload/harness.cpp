@@ -68,13 +68,6 @@ std::vector<std::string> child_environment(const Command& command, const std::st
     return env;
 }
 
-std::vector<char*> c_strings(std::vector<std::string>& strings) {
-    std::vector<char*> out;
-    for (auto& s : strings) out.push_back(s.data());
-    out.push_back(nullptr);
-    return out;
-}
-
 // Says why the child could not exec, in its stderr file, and exits 127.
 [[noreturn]] void child_fail(const char* what) {
     const int err = errno;
@@ -140,8 +133,6 @@ void wait_child(pid_t pid, int timeout_s, Outcome& outcome) {
     if (WIFSIGNALED(status)) outcome.signal = WTERMSIG(status);
 }
 
-int remove_entry(const char* path, const struct stat*, int, FTW*) { return ::remove(path); }
-
 // The first difference between two in-memory texts, with the line it is on.
 std::string describe_text_difference(const std::string& a, const std::string& b) {
     const auto ia = std::mismatch(a.begin(), a.end(), b.begin(), b.end()).first;
@@ -180,16 +171,6 @@ Inputs read_inputs() {
                       in.workload_threads + "'). ";
     if (!in.problem.empty()) in.problem += "meson test sets these; see tests/preload/README.md.";
     return in;
-}
-
-TempDir::TempDir() {
-    const std::string base = env_or_empty("TMPDIR").empty() ? "/tmp" : env_or_empty("TMPDIR");
-    std::string templ = base + "/uhmm-preload-XXXXXX";
-    if (::mkdtemp(templ.data()) != nullptr) path_ = templ;
-}
-
-TempDir::~TempDir() {
-    if (!path_.empty()) ::nftw(path_.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 std::string Outcome::describe() const {

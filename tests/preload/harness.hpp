@@ -6,6 +6,8 @@
 // difference's description, a Stats's problem) for the test cases to check.
 #pragma once
 
+#include "temp_dir.hpp"
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -30,18 +32,11 @@ Inputs read_inputs();
 
 // mkdtemp under $TMPDIR (or /tmp), removed with everything in it on
 // destruction. Empty path() when it could not be made.
-class TempDir {
-public:
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const std::string& path() const { return path_; }
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
+// A private directory under $TMPDIR, removed with everything in it.
+struct TempDir : test::TempDir {
+    TempDir() : test::TempDir("uhmm-preload") {}
 };
+using test::c_strings;
 
 // One program run.
 struct Command {
