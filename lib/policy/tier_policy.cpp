@@ -3,7 +3,6 @@
 
 #include <algorithm>
 
-
 namespace uhmm::policy {
 
 namespace {
@@ -16,6 +15,17 @@ tier::TierParams params() {
     // used, and demoting it at once would turn every miss into two moves.
     p.grace = static_cast<tier::Tick>(std::chrono::nanoseconds(2 * TierPolicy::kPeriod).count());
     return p;
+}
+
+// Runs of consecutive pages in a sorted list: fn(index of the run's first, count).
+template <class Fn>
+void for_each_run(const std::vector<tier::PageId>& pages, Fn&& fn) {
+    for (std::size_t i = 0; i < pages.size();) {
+        std::size_t j = i + 1;
+        while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+        fn(i, j - i);
+        i = j;
+    }
 }
 
 }  // namespace
@@ -57,11 +67,9 @@ Policy::Moved TierPolicy::demote(tier::Tick t) {
     std::sort(victims_.begin(), victims_.end());
     Moved moved;
     const Runtime::MigrateOptions background{nullptr, false};
-    for (std::size_t i = 0; i < victims_.size();) {
-        std::size_t j = i + 1;
-        while (j < victims_.size() && victims_[j] == victims_[j - 1] + 1) ++j;
+    for_each_run(victims_, [&](std::size_t i, std::size_t count) {
         auto* at = reinterpret_cast<void*>(victims_[i] * kPage);
-        const std::size_t len = (j - i) * kPage;
+        const std::size_t len = count * kPage;
         auto res = rt_.migrate(at, len, Target::device, background);
         if (res && res->migrated) {
             moved.pages += res->migrated;
@@ -69,14 +77,15 @@ Policy::Moved TierPolicy::demote(tier::Tick t) {
         }
         // What did not move (a busy device, a page in flight, memory gone)
         // is on the host still: give it back to the model as such.
-        states_.resize(j - i);
+        states_.resize(count);
         const bool known = !rt_.residency(at, len, states_);
-        for (std::size_t k = i; k < j; ++k) {
-            const PageState s = known ? states_[k - i] : PageState::none;
-            if (s == PageState::host) model_.on_demote_failed(victims_[k], t);
-            else if (s == PageState::none) model_.on_freed(victims_[k]);
+        for (std::size_t k = 0; k < count; ++k) {
+            const tier::PageId page = victims_[i + k];
+            const PageState s = known ? states_[k] : PageState::none;
+            if (s == PageState::host) model_.on_demote_failed(page, t);
+            else if (s == PageState::none) model_.on_freed(page);
             // Keep the last round's view in step, so this is no promotion.
-            const std::uintptr_t addr = victims_[k] * kPage;
+            const std::uintptr_t addr = page * kPage;
             auto it = last_.upper_bound(addr);
             if (it != last_.begin()) {
                 --it;
@@ -84,25 +93,14 @@ Policy::Moved TierPolicy::demote(tier::Tick t) {
                 if (idx < it->second.size()) it->second[idx] = s;
             }
         }
-        i = j;
-    }
+    });
     return moved;
-}
-
-// Runs of consecutive pages in a sorted list: fn(first page, count).
-template <class Fn>
-void for_each_run(const std::vector<tier::PageId>& pages, Fn&& fn) {
-    for (std::size_t i = 0; i < pages.size();) {
-        std::size_t j = i + 1;
-        while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
-        fn(pages[i], j - i);
-        i = j;
-    }
 }
 
 void TierPolicy::collect_writes(tier::Tick t) {
     written_.clear();
-    for_each_run(watched_, [&](tier::PageId first, std::size_t count) {
+    for_each_run(watched_, [&](std::size_t i, std::size_t count) {
+        const tier::PageId first = watched_[i];
         auto take = [&](tier::PageId p, std::size_t n) {
             bits_.resize(n);
             if (rt_.take_writes(reinterpret_cast<void*>(p * kPage), n * kPage, bits_)) return false;
@@ -123,7 +121,8 @@ void TierPolicy::watch_next(std::size_t demoted) {
     watched_.clear();
     model_.candidates(std::clamp(2 * demoted, kMinWatch, kMaxWatch), watched_);
     std::sort(watched_.begin(), watched_.end());
-    for_each_run(watched_, [&](tier::PageId first, std::size_t count) {
+    for_each_run(watched_, [&](std::size_t i, std::size_t count) {
+        const tier::PageId first = watched_[i];
         if (!rt_.watch_writes(reinterpret_cast<void*>(first * kPage), count * kPage))
             for (std::size_t k = 0; k < count; ++k) (void)rt_.watch_writes(reinterpret_cast<void*>((first + k) * kPage), kPage);
     });
