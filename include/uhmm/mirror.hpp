@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string_view>
@@ -79,6 +80,13 @@ public:
     // insert or remove notifiers, or touch managed memory that may be on the
     // device (the thread may be one the fault path waits for).
     virtual bool invalidate(const Invalidation& inv, std::uint64_t seq) noexcept = 0;
+
+    // Advice accessed_by (Runtime::advise): map the pages of [start, end)
+    // where they are now, without faulting or moving any (range_fault with
+    // no request; device pages of any owner are reported in place). Called
+    // with no runtime lock held, from the thread that advised or migrated.
+    // ENOTSUP (the default): this device cannot, and the advice is refused.
+    virtual std::error_code populate(std::uintptr_t start, std::uintptr_t end) noexcept;
 
     // Wait until no invalidation of this notifier is running; return the
     // sequence number to pass to read_retry().
@@ -142,6 +150,11 @@ public:
     bool empty() const noexcept { return count_.load(std::memory_order_seq_cst) == 0; }
     // Whether any notifier overlaps [start, end): lets callers skip work.
     bool watched(std::uintptr_t start, std::uintptr_t end) const;
+    // Run fn(n) if `n` is inserted here, holding it there until fn returns
+    // (remove() waits); false, fn not called, when it is not. `n` is only
+    // compared, never followed, so a notifier destroyed since is safe to ask
+    // about. fn must not insert or remove notifiers.
+    bool with_inserted(const Notifier* n, const std::function<void(Notifier&)>& fn) const;
 
 private:
     using Set = boost::intrusive::multiset<Notifier, Notifier::Hook, boost::intrusive::compare<Notifier::ByStart>>;

@@ -26,11 +26,14 @@
 #include <system_error>
 #include <vector>
 
+#include <uhmm/advice.hpp>
 #include <uhmm/copy_engine.hpp>
 #include <uhmm/devmem.hpp>
+#include <uhmm/heap.hpp>
 #include <uhmm/migrate_result.hpp>
 #include <uhmm/mirror.hpp>
 #include <uhmm/page_state.hpp>
+#include <uhmm/prefetch.hpp>
 #include <uhmm/result.hpp>
 
 namespace uhmm {
@@ -133,6 +136,10 @@ struct RuntimeStats {
     std::uint64_t ranges_managed = 0;           // ranges managed over the runtime's life
     std::uint64_t policy_rounds = 0;            // the policy's rounds
     std::uint64_t policy_migrations = 0;        // the policy's migrate calls that moved pages
+    std::uint64_t prefetches = 0;               // prefetch() and prefetch_async() requests finished
+    std::uint64_t replicas = 0;                 // read-mostly pages with a device replica now
+    std::uint64_t replicas_made = 0;            // replicas made over the runtime's life
+    std::uint64_t replica_invalidations = 0;    // replicas dropped by a CPU write
     // range_fault's view of the mappings: lookups, those the cache served,
     // and the kernel queries (PROCMAP_QUERY, or the maps text) made.
     std::uint64_t view_lookups = 0, view_cache_hits = 0, view_kernel_queries = 0;
@@ -186,6 +193,10 @@ public:
     // len is rounded up to pages). ENOENT: not exactly one managed range at
     // addr of that length; EINVAL: a range from manage() (use unmanage).
     std::error_code release(void* addr, std::size_t len);
+    // The runtime's heap (include/uhmm/heap.hpp), made on first use: objects
+    // of any size packed into managed memory, for uhmm::allocator and
+    // uhmm::memory_resource. It goes first when the runtime does.
+    Heap& heap();
 
     // Move [addr, addr+len) to the device or home. The range must be page-
     // aligned and lie in managed ranges (EINVAL / EFAULT otherwise, nothing
@@ -205,6 +216,39 @@ public:
         bool blockable = true;
     };
     Result<MigrateResult> migrate(void* addr, std::size_t len, Target to, const MigrateOptions& options);
+
+    // ---- prefetch and advice (cudaMemPrefetchAsync, cudaMemAdvise; advice.hpp) ----
+
+    // Move the pages holding [addr, addr+len) to `to` now, as
+    // cudaMemPrefetchAsync does: any bytes, rounded out to whole pages (so
+    // a small object's neighbours on its pages move too). To the host:
+    // device pages come home and never-touched pages are filled with zeros,
+    // so the CPU then takes no fault there. To the device: pages go to
+    // device memory for `device` (the owner range_fault reports them to:
+    // the device about to use them, or nullptr); never-touched pages stay
+    // so (they read as zero anyway); read-mostly pages stay on the host and
+    // get a replica instead. Errors before anything moves: EINVAL (zero or
+    // overflowing len), EFAULT (a page not managed), ECHILD (fork()ed child).
+    Result<MigrateResult> prefetch(const void* addr, std::size_t len, Target to, const void* device = nullptr);
+    // The same, queued for the runtime's prefetch thread (prefetch.hpp):
+    // the arguments are checked now (the same errors), the pages move later,
+    // in order with the other prefetches queued.
+    Result<PrefetchFence> prefetch_async(const void* addr, std::size_t len, Target to, const void* device = nullptr);
+    // A fence for every prefetch queued so far (ready at once when none is).
+    PrefetchFence prefetch_fence();
+
+    // Advice for the pages holding [addr, addr+len) (rounded out to pages),
+    // as cudaMemAdvise (advice.hpp says what each does). Errors, with `*why`
+    // saying which: EINVAL (zero or overflowing len, an advice or location
+    // that is not one of the enumerators, accessed_by without a device or
+    // with a device not inserted in notifiers() over the whole range,
+    // read_mostly together with preferred_location = device), EFAULT (a
+    // page not managed), ECHILD (fork()ed child). Nothing changes on error.
+    std::error_code advise(const void* addr, std::size_t len, Advice advice, AdviceTarget target = {},
+                           std::string* why = nullptr);
+    // What advice each page of [addr, addr+len) has now: advice_bits, one
+    // byte per page. EFAULT: a page is not managed; EINVAL: `out` too short.
+    std::error_code advice(const void* addr, std::size_t len, std::span<std::uint8_t> out) const;
 
     // mprotect(2) that keeps mirrors in step: the protection changes, then
     // every notifier overlapping the range gets a blockable `protection`

@@ -102,6 +102,10 @@ public:
     std::size_t entries() const;   // pages with a table entry now
 
     bool invalidate(const Invalidation& inv, std::uint64_t seq) noexcept override;
+    // Advice accessed_by: refresh the entries of [start, end) ∩ the mirrored
+    // interval from a snapshot (nothing faulted or moved; device pages of
+    // any owner are mapped in place).
+    std::error_code populate(std::uintptr_t start, std::uintptr_t end) noexcept override;
 
 private:
     SoftDevice(Runtime& rt, std::uintptr_t start, std::size_t pages);

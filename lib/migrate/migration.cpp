@@ -114,6 +114,7 @@ void Migration::collect(ManagedRange& r, std::size_t first, std::size_t count, B
                 ++out.failed;   // another migration has it
                 if (!out.error) out.error = std::make_error_code(std::errc::device_or_resource_busy);
             } else if (next_dev < have || top_up(free_devs, have, alloc_error)) {
+                drop_replica_locked(e);   // the page itself goes: its copy has no use
                 e.state = PageState::migrating;
                 e.device = free_devs[next_dev++];
                 e.flags = 0;
@@ -476,6 +477,7 @@ HomeOutcome Migration::bring_home_locked(ManagedRange& r, std::size_t first, std
 }
 
 void Migration::discard_locked(PageEntry& e) noexcept {
+    drop_replica_locked(e);
     if (e.state == PageState::device) {
         (void)c_.arena.put(e.device);
         c_.counters.pages_discarded.fetch_add(1, std::memory_order_relaxed);

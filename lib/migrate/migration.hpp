@@ -46,6 +46,7 @@ struct MigrationCounters {
     std::atomic<std::uint64_t> pages_discarded{0};
     std::atomic<std::uint64_t> failed_pages{0};
     std::atomic<std::uint64_t> copy_batches{0};   // batches submitted to the copy engine
+    std::atomic<std::uint64_t> replicas_made{0}, replicas_dropped{0};   // read-mostly replicas (replicas.cpp)
 };
 
 struct MigrationContext {
@@ -91,9 +92,21 @@ public:
     HomeOutcome bring_home_locked(space::ManagedRange& r, std::size_t first, std::size_t last,
                                   bool wake = true) noexcept;
 
-    // Drop the device page of a DEVICE page (the application discarded it);
-    // block lock held.
+    // Drop the device page of a DEVICE page (the application discarded it),
+    // or a HOST page's replica; block lock held.
     void discard_locked(space::PageEntry& e) noexcept;
+
+    // Read-mostly replicas (replicas.cpp). replicate(): the HOST pages of
+    // [first, first + count) advised read-mostly get a read-only copy in
+    // device memory and stay on the host, write-protected, so that a CPU
+    // write faults and drops the copy first. Pages with a replica already,
+    // or on the device, or never touched (they read as zero everywhere)
+    // count as already there. Not for the fault thread.
+    void replicate(space::ManagedRange& r, std::size_t first, std::size_t count, MigrateResult& out);
+    // Drop a HOST page's replica, if it has one; block lock held. The host
+    // page keeps its write protection: the caller decides (a fault lifts it).
+    // True when there was one.
+    bool drop_replica_locked(space::PageEntry& e) noexcept;
 
     const MigrationContext& context() const noexcept { return c_; }
 

@@ -30,6 +30,10 @@ std::string_view to_string(Event e) noexcept {
 
 // ---- Notifier ---------------------------------------------------------------------------
 
+std::error_code Notifier::populate(std::uintptr_t, std::uintptr_t) noexcept {
+    return std::make_error_code(std::errc::not_supported);
+}
+
 std::uint64_t Notifier::read_begin() const {
     std::unique_lock lock(mutex_);
     idle_.wait(lock, [&] { return in_flight_ == 0; });
@@ -131,6 +135,16 @@ bool NotifierRegistry::watched(std::uintptr_t start, std::uintptr_t end) const {
     bool any = false;
     for_each_overlapping(start, end, [&](Notifier&) { return !(any = true); });
     return any;
+}
+
+bool NotifierRegistry::with_inserted(const Notifier* n, const std::function<void(Notifier&)>& fn) const {
+    std::shared_lock lock(lock_);
+    for (auto& candidate : set_) {
+        if (&candidate != n) continue;
+        fn(const_cast<Notifier&>(candidate));
+        return true;
+    }
+    return false;
 }
 
 }  // namespace uhmm::mirror

@@ -99,7 +99,19 @@ std::error_code range_fault(const PageSource& src, Range& range) {
     // The view's cache may serve only where every change is reported.
     const space::MappingView::Extent* cache_extent = managed && src.protection_reported ? &*extent : nullptr;
 
+    auto in_place = [&](std::uintptr_t addr) {
+        if (!src.in_place) return false;
+        for (const auto& [a, b] : *src.in_place)
+            if (a <= addr && addr < b) return true;
+        return false;
+    };
+    // Read-mostly pages a device reads get replicas, once per call: when one
+    // cannot be made, the host page serves.
+    std::vector<std::uint8_t> wants_replica(n);
+    bool replicated = false;
+
     for (int attempt = 0;; ++attempt) {
+        bool any_replica = false;
         if (auto ec = view.lookup(range.start, range.end, vmas, cache_extent)) return ec;
         if (auto ec = space::read_pagemap(src.pagemap_fd, range.start, n, pm.data())) return ec;
         huge_orders(src, range, managed, vmas, order);
@@ -146,12 +158,24 @@ std::error_code range_fault(const PageSource& src, Range& range) {
                     const auto& e = managed->entry(page);
                     if (e.state == PageState::device) {
                         on_device = true;
-                        if (src.owner && e.owner == src.owner) {
+                        // In place: the page still carries the advice (the
+                        // intervals outlive memory unmapped and mapped again).
+                        if ((src.owner && e.owner == src.owner) ||
+                            ((e.advice & space::kAdviseAccessedBy) && in_place(addr))) {
                             out = pfn::valid | pfn::device | (vma->write ? pfn::write : 0) |
                                   (e.device & pfn::location_mask);
                             range.pfns[i] = out;
                             continue;
                         }
+                    } else if (src.device_reader && e.state == PageState::host && !want_write) {
+                        // A replica, read-only: a write request faults it away.
+                        if ((e.flags & space::kReplica) && !(e.flags & space::kReplicaFilling)) {
+                            range.pfns[i] = pfn::valid | pfn::device | (e.device & pfn::location_mask);
+                            continue;
+                        }
+                        wants_replica[i] = want && !replicated && (e.advice & space::kAdviseReadMostly) &&
+                                           !(e.flags & space::kReplica);
+                        any_replica |= wants_replica[i];
                     }
                 }
             }
@@ -168,6 +192,25 @@ std::error_code range_fault(const PageSource& src, Range& range) {
             any |= need[i] != Need::none;
         }
         if (block) block.unlock();
+        if (any_replica && src.replicate) {
+            // Make them, then look again (the next pass reports them).
+            replicated = true;
+            for (std::size_t i = 0; i < n;) {
+                if (!wants_replica[i]) {
+                    ++i;
+                    continue;
+                }
+                std::size_t j = i + 1;
+                while (j < n && wants_replica[j]) ++j;
+                src.replicate(range.start + i * kPage, range.start + j * kPage);
+                i = j;
+            }
+            std::fill(wants_replica.begin(), wants_replica.end(), 0);
+            if (!any) {
+                --attempt;   // not a fault pass
+                continue;
+            }
+        }
         if (!any) break;
         if (attempt + 1 == kAttempts) return errc(std::errc::device_or_resource_busy);
 

@@ -22,6 +22,11 @@ Policy::Moved ChaosPolicy::step() {
         const std::size_t pages = r.len / kPage;
         states_.resize(pages);
         if (rt_.residency(reinterpret_cast<void*>(r.start), r.len, states_)) continue;   // gone meanwhile
+        // Advice: pages that prefer the host or are read-mostly stay.
+        advice_.resize(pages);
+        if (!rt_.advice(reinterpret_cast<void*>(r.start), r.len, advice_))
+            for (std::size_t p = 0; p < pages; ++p)
+                if (advice_[p] & (advice_bits::prefer_host | advice_bits::read_mostly)) states_[p] = PageState::none;
         for (std::size_t p = 0; p < pages;) {
             if (states_[p] != PageState::host || !pick(rng_)) {
                 ++p;

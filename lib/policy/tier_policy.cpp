@@ -128,12 +128,40 @@ void TierPolicy::watch_next(std::size_t demoted) {
     });
 }
 
+void TierPolicy::apply_advice(const RangeInfo& r) {
+    const std::size_t pages = r.len / kPage;
+    advice_.resize(pages);
+    if (rt_.advice(reinterpret_cast<void*>(r.start), r.len, advice_)) return;   // gone meanwhile: no advice
+    constexpr std::uint8_t kept_home = advice_bits::prefer_host | advice_bits::read_mostly;
+    for (std::size_t i = 0; i < pages; ++i) {
+        const std::uint8_t a = advice_[i];
+        if (!(a & (kept_home | advice_bits::prefer_device))) continue;
+        if ((a & advice_bits::prefer_device) && states_[i] == PageState::host) preferred_.push_back(r.start / kPage + i);
+        states_[i] = PageState::none;
+    }
+}
+
+Policy::Moved TierPolicy::demote_preferred() {
+    Moved moved;
+    const Runtime::MigrateOptions background{nullptr, false};
+    for_each_run(preferred_, [&](std::size_t i, std::size_t count) {
+        auto res = rt_.migrate(reinterpret_cast<void*>(preferred_[i] * kPage), count * kPage, Target::device, background);
+        if (res && res->migrated) {
+            moved.pages += res->migrated;
+            ++moved.calls;
+        }
+    });
+    return moved;
+}
+
 Policy::Moved TierPolicy::step() {
     const tier::Tick t = now();
     std::map<std::uintptr_t, std::vector<PageState>> seen;
+    preferred_.clear();
     for (const RangeInfo& r : rt_.ranges()) {
         states_.resize(r.len / kPage);
         if (rt_.residency(reinterpret_cast<void*>(r.start), r.len, states_)) continue;   // gone meanwhile
+        apply_advice(r);
         auto it = last_.find(r.start);
         std::vector<PageState> last = it != last_.end() ? std::move(it->second) : std::vector<PageState>{};
         observe(r, last, t);
@@ -147,8 +175,11 @@ Policy::Moved TierPolicy::step() {
     }
     last_ = std::move(seen);
     collect_writes(t);
-    const Moved moved = demote(t);
+    Moved moved = demote(t);
     watch_next(victims_.size());
+    const Moved preferred = demote_preferred();
+    moved.pages += preferred.pages;
+    moved.calls += preferred.calls;
     return moved;
 }
 

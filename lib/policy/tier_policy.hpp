@@ -22,6 +22,11 @@
 // this kernel has neither soft-dirty nor idle-page tracking. Reads stay
 // invisible: a page only read shows it is hot when it refaults, and the
 // model weighs how soon (the refault distance).
+//
+// Advice (Runtime::advise) takes pages out of the model's hands: pages that
+// prefer the host or are read-mostly are never demoted, pages that prefer
+// the device are demoted every round they are found on the host, and none of
+// them counts against tier_hot.
 #pragma once
 
 #include <chrono>
@@ -50,6 +55,11 @@ private:
     // Compare one range's states with the last round's and tell the model.
     void observe(const RangeInfo& r, std::vector<PageState>& last, tier::Tick t);
     Moved demote(tier::Tick t);
+    // Hide advised pages from the model (their states_ read NONE to it) and
+    // note the host pages that prefer the device.
+    void apply_advice(const RangeInfo& r);
+    // Send the pages that prefer the device back there.
+    Moved demote_preferred();
     // Which of the pages watched last round were written: to the model.
     void collect_writes(tier::Tick t);
     // Watch the pages the model would demote next (`demoted`: this round's count).
@@ -65,6 +75,8 @@ private:
     std::vector<tier::PageId> watched_;   // sorted: the pages watched last round
     std::vector<tier::PageId> written_;
     std::vector<std::uint8_t> bits_;
+    std::vector<std::uint8_t> advice_;         // the range's advice bits, this round
+    std::vector<tier::PageId> preferred_;      // host pages that prefer the device, this round
 };
 
 }  // namespace uhmm::policy

@@ -80,13 +80,24 @@ FaultDisposition FaultHandler::serve(const uffd::PageFault& fault) noexcept {
                 (void)rt_.uffd->wake(reinterpret_cast<void*>(addr), kPage);
                 return FaultDisposition::resolved;
             }
-            const std::size_t window = r->fault_window(page, rt_.config.fault_around / kPage);
+            // A page that prefers the device comes home alone (advice).
+            const std::size_t window = (e.advice & space::kAdvisePreferDevice)
+                                           ? 1
+                                           : r->fault_window(page, rt_.config.fault_around / kPage);
             const std::size_t first = page & ~(window - 1);
             return device_fault(*r, page, first, std::min(first + window, r->block_end(page)));
         }
         case PageState::none:
         case PageState::host:
             if (fault.wp) {
+                // A write to a read-mostly page with a device replica: the
+                // replica goes first, under this lock, so no device read of
+                // it can follow the write (device reads check the page table
+                // under the same lock); devices holding it hear shortly.
+                if (rt_.migration->drop_replica_locked(e)) {
+                    rt_.fault_counters.replica_invalidations.fetch_add(1, std::memory_order_relaxed);
+                    rt_.delivery->post({addr, addr + kPage, mirror::Event::migrate, true, nullptr});
+                }
                 // A watched page's first write (watch_writes): note it. Or not
                 // ours to hold (a stale protection, or a page moved by mremap
                 // with its protection). Either way, let the write through.
@@ -99,7 +110,9 @@ FaultDisposition FaultHandler::serve(const uffd::PageFault& fault) noexcept {
             }
             // Never-touched pages cost nothing to copy, a fault costs twice
             // the kernel's own first touch: zero-fill at least kFirstTouchPages.
-            const std::size_t window = r->fault_window(page, rt_.config.fault_around / kPage, kFirstTouchPages);
+            const std::size_t window = (e.advice & space::kAdvisePreferDevice)
+                                           ? 1
+                                           : r->fault_window(page, rt_.config.fault_around / kPage, kFirstTouchPages);
             const std::size_t first = page & ~(window - 1);
             return first_touch(*r, page, first, std::min(first + window, r->block_end(page)));
     }
@@ -276,6 +289,7 @@ void FaultHandler::on_remap(const uffd::Remap& m) noexcept {
             const std::size_t p = src->index_of(s);
             std::lock_guard lock(src->lock_for(p));
             PageEntry& e = src->entry(p);
+            rt_.migration->drop_replica_locked(e);   // devices heard "unmap" above
             moved = e;
             if (e.state == PageState::migrating) {
                 e.flags |= space::kDiscarded;
@@ -283,8 +297,9 @@ void FaultHandler::on_remap(const uffd::Remap& m) noexcept {
                 e.state = PageState::none;
                 e.flags = 0;
             }
+            e.advice = 0;   // advice goes with the page
         }
-        if (moved.state == PageState::migrating) moved = PageEntry{0, PageState::host, 0, 0};
+        if (moved.state == PageState::migrating) moved = PageEntry{0, PageState::host, 0, 0, moved.advice};
         if (!dst || !dst->contains(d)) dst = destination(d, to_end, src->owned());
         if (!dst) {
             // No memory for a table: the page is still in the mapping, but a

@@ -17,6 +17,7 @@
 #include "policy/chaos_policy.hpp"
 #include "policy/tier_policy.hpp"
 #include "runtime/fault_handler.hpp"
+#include "runtime/prefetch_queue.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "space/proc_maps.hpp"
 
@@ -47,6 +48,15 @@ constexpr std::uint64_t kRequired = uffd::feature::pagefault_flag_wp | uffd::fea
 // ---- teardown ------------------------------------------------------------------------
 
 std::error_code Runtime::Impl::bring_all_home(space::ManagedRange& r) {
+    // Replicas go too, their protection lifted: the range leaves the
+    // runtime's hands (or the runtime goes) with plain host pages.
+    for (std::size_t p = 0; p < r.pages();) {
+        const std::size_t end = r.block_end(p);
+        std::lock_guard lock(r.lock_for(p));
+        for (; p < end; ++p)
+            if (migration->drop_replica_locked(r.entry(p)))
+                (void)uffd->writeprotect(reinterpret_cast<void*>(r.address_of(p)), kPage, false);
+    }
     MigrateResult result;
     migration->to_host(r, 0, r.pages(), result);
     if (!result.failed) return {};
@@ -78,6 +88,8 @@ Runtime::~Runtime() {
         return;
     }
     impl_->control.reset();   // no request may start either
+    impl_->prefetch_queue.reset();   // queued prefetches cancelled, the running one finished
+    impl_->heap.reset();             // gives its ranges back through this runtime
     {
         // No round may start while the runtime goes (one running from
         // policy_round() holds its own reference and finishes first: the
@@ -339,6 +351,7 @@ std::error_code Runtime::release(void* addr, std::size_t len) {
     // The memory is gone: its device pages are just freed.
     for (std::size_t p = 0; p < r->pages(); ++p) {
         std::lock_guard block(r->lock_for(p));
+        (void)impl_->migration->drop_replica_locked(r->entry(p));
         if (r->entry(p).state == PageState::device) (void)impl_->arena->put(r->entry(p).device);
         r->entry(p).state = PageState::none;
     }
@@ -348,6 +361,11 @@ std::error_code Runtime::release(void* addr, std::size_t len) {
     // lets go, as with any unmap).
     (void)impl_->notifiers.invalidate({start, start + len, mirror::Event::unmap, true, nullptr});
     return {};
+}
+
+Heap& Runtime::heap() {
+    std::call_once(impl_->heap_once, [this] { impl_->heap = std::make_unique<Heap>(*this); });
+    return *impl_->heap;
 }
 
 // ---- migration requests ----------------------------------------------------------------------
@@ -411,6 +429,10 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
         if (to == Target::device) impl_->migration->to_device(*piece.range, piece.first, piece.count, result, who);
         else impl_->migration->to_host(*piece.range, piece.first, piece.count, result);
     }
+    migrations.unlock();
+    // Devices advised accessed_by map the pages where they are now (not
+    // from a background policy: a device's lock may be busy).
+    if (options.blockable && result.migrated) impl_->repopulate(start, start + len);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
 }
@@ -455,6 +477,17 @@ std::error_code device_copy(Runtime::Impl& rt, migrate::Direction dir, std::uint
 }
 }  // namespace
 
+namespace {
+// Whether an entry's device page is `page`: a DEVICE page, or (for reading)
+// a read-mostly page's finished replica.
+bool holds_page(const space::PageEntry& e, std::uint64_t page, bool replica_ok) {
+    if (e.device != page) return false;
+    if (e.state == PageState::device) return true;
+    return replica_ok && e.state == PageState::host && (e.flags & space::kReplica) &&
+           !(e.flags & space::kReplicaFilling);
+}
+}  // namespace
+
 std::error_code Runtime::device_page_get(std::uint64_t page) {
     if (page > std::numeric_limits<devmem::PageIndex>::max()) return errno_code(EINVAL);
     return impl_->arena->get(static_cast<devmem::PageIndex>(page)) ? errno_code(EINVAL) : std::error_code{};
@@ -466,9 +499,8 @@ std::error_code Runtime::device_page_hold(const void* addr, std::uint64_t page) 
     if (!r) return errno_code(ESTALE);
     const std::size_t i = r->index_of(a);
     std::lock_guard lock(r->lock_for(i));
-    const auto& e = r->entry(i);
-    if (r->dead() || e.state != PageState::device || e.device != page) return errno_code(ESTALE);
-    return impl_->arena->get(e.device) ? errno_code(ESTALE) : std::error_code{};
+    if (r->dead() || !holds_page(r->entry(i), page, true)) return errno_code(ESTALE);
+    return impl_->arena->get(static_cast<devmem::PageIndex>(page)) ? errno_code(ESTALE) : std::error_code{};
 }
 
 std::error_code Runtime::device_page_put(std::uint64_t page) {
@@ -495,8 +527,8 @@ std::error_code device_copy_at(Runtime::Impl& rt, const void* addr, migrate::Dir
     if (!r) return errno_code(ESTALE);
     const std::size_t i = r->index_of(a);
     std::lock_guard lock(r->lock_for(i));
-    const auto& e = r->entry(i);
-    if (r->dead() || e.state != PageState::device || e.device != page) return errno_code(ESTALE);
+    // A replica is read-only: a device writes only to pages it migrated.
+    if (r->dead() || !holds_page(r->entry(i), page, dir == migrate::Direction::to_host)) return errno_code(ESTALE);
     return device_copy(rt, dir, page, offset, host, len);
 }
 }  // namespace
@@ -528,8 +560,21 @@ std::uint16_t Runtime::Impl::owner_id(const void* who, bool add) {
 std::error_code mirror::range_fault(Runtime& rt, Range& range) {
     auto& impl = *rt.impl_;
     if (impl.forked_child.load(std::memory_order_acquire)) return errno_code(ECHILD);
-    const detail::PageSource src{&impl.space, impl.pagemap.get(), impl.owner_id(range.dev_private_owner, false),
-                                 &impl.view, impl.protection_reported.load(std::memory_order_acquire)};
+    detail::PageSource src;
+    src.space = &impl.space;
+    src.pagemap_fd = impl.pagemap.get();
+    src.owner = impl.owner_id(range.dev_private_owner, false);
+    src.view = &impl.view;
+    src.protection_reported = impl.protection_reported.load(std::memory_order_acquire);
+    // A device asking (advice): read-mostly pages get replicas for it,
+    // and what it was advised accessed_by it sees where it is.
+    src.device_reader = range.dev_private_owner != nullptr;
+    const auto in_place = impl.in_place_for(range.notifier, range.start, range.end);
+    src.in_place = &in_place;
+    src.replicate = [&impl](std::uintptr_t a, std::uintptr_t b) {
+        MigrateResult ignored;   // a replica that could not be made leaves the host page to read
+        impl.replicate(a, b, ignored);
+    };
     return detail::range_fault(src, range);
 }
 
@@ -636,6 +681,10 @@ RuntimeStats Runtime::stats() const {
     const auto& m = impl_->migration_counters;
     s.pages_to_device = m.pages_to_device.load(r);
     s.copy_batches = m.copy_batches.load(r);
+    s.replicas_made = m.replicas_made.load(r);
+    s.replicas = s.replicas_made - std::min(s.replicas_made, m.replicas_dropped.load(r));
+    s.replica_invalidations = f.replica_invalidations.load(r);
+    s.prefetches = impl_->prefetches.load(r);
     s.pages_to_host = m.pages_to_host.load(r);
     s.pages_discarded = m.pages_discarded.load(r);
     s.migrate_failed_pages = m.failed_pages.load(r);

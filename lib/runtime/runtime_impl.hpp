@@ -10,10 +10,13 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <utility>
+#include <vector>
 
 #include <uhmm/copy_engine.hpp>
 #include <uhmm/devmem.hpp>
 #include <uhmm/fd.hpp>
+#include <uhmm/heap.hpp>
 #include <uhmm/mirror.hpp>
 #include <uhmm/runtime.hpp>
 #include <uhmm/uffd.hpp>
@@ -31,10 +34,12 @@
 namespace uhmm {
 
 class FaultHandler;
+class PrefetchQueue;
 
 struct FaultCounters {
     std::atomic<std::uint64_t> faults{0}, faults_missing{0}, faults_wp{0};
     std::atomic<std::uint64_t> first_touch_faults{0}, device_faults{0}, write_waits{0}, watched_writes{0};
+    std::atomic<std::uint64_t> replica_invalidations{0};   // replicas a CPU write dropped
     LatencyHistogram service_ns;   // time the fault thread spends on one fault message
     std::atomic<std::uint64_t> pages_zero_filled{0}, pages_to_host_on_fault{0};
 };
@@ -87,10 +92,39 @@ struct Runtime::Impl {
     // page's entry (id = index + 1; 0 = none). A full table: 0, the pages
     // are then nobody's in range_fault.
     std::mutex owners_lock;
-    std::array<const void*, 1024> owners{};
+    std::array<const void*, space::kMaxOwners> owners{};
     std::uint16_t owner_id(const void* who, bool add);
     std::unique_ptr<FaultHandler> handler;
     std::unique_ptr<uffd::Monitor> monitor;
+    // Advice accessed_by (advice.cpp): which device maps which interval
+    // where its pages are. advise() calls run one at a time (advice_lock),
+    // so that a check and the change it allows are one step.
+    struct AccessedBy {
+        std::uintptr_t start, end;
+        mirror::Notifier* device;   // compared, and called only while inserted in `notifiers`
+    };
+    std::mutex advice_lock;
+    mutable std::mutex accessed_by_lock;
+    std::vector<AccessedBy> accessed_by;
+    // The intervals of [start, end) that `device` maps in place (for range_fault).
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> in_place_for(const mirror::Notifier* device,
+                                                                        std::uintptr_t start,
+                                                                        std::uintptr_t end) const;
+    // Ask every accessed-by device over [start, end) to map it again (after
+    // a migration moved pages there); devices gone are forgotten.
+    void repopulate(std::uintptr_t start, std::uintptr_t end);
+    // Replicas for the read-mostly HOST pages of [start, end) (range_fault's
+    // device reads, prefetch to the device).
+    void replicate(std::uintptr_t start, std::uintptr_t end, MigrateResult& out);
+    // Asynchronous prefetches (prefetch.cpp), made on first use; stopped
+    // first in ~Runtime.
+    std::once_flag prefetch_once;
+    std::unique_ptr<PrefetchQueue> prefetch_queue;
+    std::atomic<std::uint64_t> prefetches{0};
+    // Runtime::heap(), made on first use; destroyed first in ~Runtime (it
+    // releases its ranges through the runtime).
+    std::once_flag heap_once;
+    std::unique_ptr<Heap> heap;
     // The control socket (socket=on), stopped before anything it calls.
     std::unique_ptr<control::Server> control;
 

@@ -34,6 +34,10 @@ std::string Runtime::stats_json() const {
     j["bytes_to_device"] = s.bytes_to_device;
     j["bytes_to_host"] = s.bytes_to_host;
     j["copy_batches"] = s.copy_batches;
+    j["prefetches"] = s.prefetches;
+    j["replicas"] = s.replicas;
+    j["replicas_made"] = s.replicas_made;
+    j["replica_invalidations"] = s.replica_invalidations;
     j["ranges"] = s.ranges;
     j["ranges_managed"] = s.ranges_managed;
     j["managed_bytes"] = s.managed_bytes;

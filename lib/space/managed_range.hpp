@@ -35,17 +35,33 @@ enum PageFlag : std::uint8_t {
     kRefilled = 1u << 4,    // MIGRATING page that vanished under its copy and was zero-filled
     kWatched = 1u << 5,     // HOST page write-protected by watch_writes(): its first write is noted
     kWritten = 1u << 6,     // HOST page written since watched (take_writes() clears it)
+    kReplica = 1u << 7,     // HOST page with a read-only device replica in `device` (read-mostly)
+    // HOST page whose replica is still being copied (not to be read yet).
+    // It shares its bit with kZapped, which only MIGRATING pages carry.
+    kReplicaFilling = 1u << 3,
 };
 
-// 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE only;
-// `owner` in DEVICE only: the runtime's small id of the device that asked
-// for the migration (0: none), for range_fault's dev_private_owner.
+// Per-page advice (Runtime::advise), the bits of uhmm::advice_bits.
+enum PageAdvice : std::uint8_t {
+    kAdviseReadMostly = 1u << 0,
+    kAdvisePreferHost = 1u << 1,
+    kAdvisePreferDevice = 1u << 2,
+    kAdviseAccessedBy = 1u << 3,
+};
+
+// 8 bytes per page. `device` is meaningful in MIGRATING and DEVICE, and in
+// HOST with kReplica (the replica's page); `owner` in DEVICE only: the
+// runtime's small id of the device that asked for the migration (0: none,
+// at most kMaxOwners), for range_fault's dev_private_owner. `advice`: the
+// page's PageAdvice bits, which stay with the page whatever its state.
 struct PageEntry {
     PageIndex device;
     PageState state;
     std::uint8_t flags;
-    std::uint16_t owner;
+    std::uint16_t owner : 10;
+    std::uint16_t advice : 6;
 };
+inline constexpr std::size_t kMaxOwners = 1023;
 static_assert(sizeof(PageEntry) == 8);
 
 class ManagedRange : public boost::intrusive::set_base_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>> {

@@ -76,6 +76,17 @@ bool SoftDevice::invalidate(const Invalidation& inv, std::uint64_t) noexcept {
     return true;
 }
 
+std::error_code SoftDevice::populate(std::uintptr_t start, std::uintptr_t end) noexcept {
+    const std::uintptr_t a = std::max(start, base_), b = std::min(end, base_ + pages_ * kPage);
+    if (a >= b) return {};
+    std::size_t passes = 0;
+    try {
+        return fault_in((a - base_) / kPage, (b - base_) / kPage, 0, passes);
+    } catch (const std::bad_alloc&) {
+        return errc(std::errc::not_enough_memory);
+    }
+}
+
 std::error_code SoftDevice::fault_in(std::size_t first, std::size_t last, std::uint64_t request, std::size_t& faults) {
     std::vector<std::uint64_t> pfns(last - first);
     // Racing invalidations are retried for a second, as the kernel's
