@@ -156,7 +156,7 @@ json compare(const Figure& heap, const Figure& libc) {
 json to_json(const uhmm::HeapStats& s) {
     return {{"chunks", s.chunks},           {"large_ranges", s.large_ranges},     {"small_objects", s.small_objects},
             {"spans", s.spans},             {"cached_spans", s.cached_spans},     {"runs", s.runs},
-            {"pages_returned", s.pages_returned}, {"bad_frees", s.bad_frees}};
+            {"dirty_bytes", s.dirty_bytes}, {"pages_returned", s.pages_returned}, {"bad_frees", s.bad_frees}};
 }
 
 }  // namespace

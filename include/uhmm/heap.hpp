@@ -8,7 +8,8 @@
 // mappings, not a million (the kernel allows 65,530 per process). The heap
 // keeps all its bookkeeping in ordinary memory and never reads or writes the
 // objects' memory itself: allocating or freeing never brings a device page
-// home. Pages of emptied spans go back with MADV_DONTNEED. Thread-safe, with
+// home. Pages of emptied spans are kept for reuse, up to 8 MiB, then go back
+// with MADV_DONTNEED (trim() gives them back at once). Thread-safe, with
 // a small cache of free slots per thread. lib/alloc/ says how the packing
 // works (heap_state.hpp first).
 #pragma once
@@ -32,6 +33,7 @@ struct HeapStats {
     std::uint64_t runs = 0, run_bytes = 0;            // chunk pages given whole to one medium object now
     std::uint64_t cached_spans = 0;                   // empty spans kept (at most one per size class and shard)
     std::uint64_t cached_objects = 0;                 // free slots held in threads' caches
+    std::uint64_t dirty_bytes = 0;                    // pages of emptied spans and runs kept for reuse now
     std::uint64_t pages_returned = 0;                 // pages of emptied spans and runs given back (MADV_DONTNEED), ever
     std::uint64_t bad_frees = 0;                      // deallocate() calls ignored: not a live object of this heap
 };
@@ -67,6 +69,11 @@ public:
     // keep their spans from being retired; a thread's cache empties by
     // itself when the thread ends).
     void flush_thread_cache() noexcept;
+    // Give back now (MADV_DONTNEED) every page of emptied spans and runs the
+    // heap keeps for reuse (it keeps up to 8 MiB, then gives them all back):
+    // malloc_trim(0) for managed memory. Other threads' cached slots keep
+    // their spans; flush_thread_cache() in each first to give back the most.
+    void trim() noexcept;
     HeapStats stats() const;
     Runtime& runtime() const noexcept;
 

@@ -127,6 +127,7 @@ HeapStats Heap::stats() const {
         s.small_objects += state_->runs;
         s.small_bytes += state_->run_bytes;
         s.runs = state_->runs;
+        s.dirty_bytes = state_->dirty_pages * alloc::kPage;
         s.run_bytes = state_->run_pages * alloc::kPage;
     }
     {
@@ -142,6 +143,8 @@ HeapStats Heap::stats() const {
 void Heap::flush_thread_cache() noexcept {
     if (alloc::CacheEntry* e = alloc::find_entry(state_.get())) state_->flush_entry(*e);
 }
+
+void Heap::trim() noexcept { state_->purge(); }
 
 Runtime& Heap::runtime() const noexcept { return state_->rt; }
 

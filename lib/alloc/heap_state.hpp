@@ -97,10 +97,13 @@ struct Heap::State {
     // published (kind set, then the chunk's page owners) before it returns.
     Result<alloc::Span*> carve(std::size_t pages, std::size_t align_pages, std::uint16_t kind,
                                std::size_t run_bytes) noexcept;
-    // A span already marked returning (no lock held): its pages are given
-    // back (MADV_DONTNEED), then to its chunk; a chunk left empty when
-    // another already is goes back to the runtime.
+    // A span already marked returning (no lock held): its pages go back to
+    // its chunk, dirty (kept for reuse); a chunk left empty when another
+    // already is goes back to the runtime; more than kDirtyBudget dirty
+    // pages are purged.
     void retire(alloc::Span& s, bool run) noexcept;
+    // Every dirty page back to the runtime (MADV_DONTNEED), no lock held.
+    void purge() noexcept;
     // Under page_lock: a new chunk from the runtime (in the table and the
     // list), a span record, and a chunk that just emptied: kept when it is
     // the only empty one, else taken out (its start returned, for the
@@ -108,6 +111,10 @@ struct Heap::State {
     Result<alloc::Chunk*> add_chunk() noexcept;
     Result<alloc::Span*> span_record() noexcept;
     std::uintptr_t drop_if_spare(alloc::Chunk& c) noexcept;
+    // drop_if_spare, forgetting a dropped chunk's dirty pages; and the
+    // runtime's release of a dropped chunk (0: none), no lock held.
+    std::uintptr_t drop_chunk_if_spare(alloc::Chunk& c) noexcept;
+    void release_chunk(std::uintptr_t start) noexcept;
     // large.cpp
     Result<void*> alloc_large(std::size_t bytes, std::size_t alignment) noexcept;
     bool free_large(std::uintptr_t a) noexcept;   // false: not a large object of this heap
@@ -131,6 +138,7 @@ struct Heap::State {
     std::deque<alloc::Span> span_records;                        // stable addresses
     std::vector<alloc::Span*> spare_spans;
     std::size_t empty_chunks = 0;
+    std::size_t dirty_pages = 0;                                 // over all chunks' maps
     std::uint64_t spans = 0, span_pages = 0;                     // slot spans now
     std::uint64_t runs = 0, run_pages = 0, run_bytes = 0;        // run objects now
     std::atomic<std::uint64_t> pages_returned{0};

@@ -44,23 +44,44 @@ std::size_t PageMap::find(std::size_t n, std::size_t align) const noexcept {
     }
 }
 
-void PageMap::flip(std::size_t first, std::size_t n) noexcept {
+template <class Op>
+void PageMap::for_words(std::size_t first, std::size_t n, Op op) noexcept {
     for (std::size_t p = first, end = first + n; p < end;) {
         const std::size_t bit = p % 64, count = std::min<std::size_t>(64 - bit, end - p);
         const std::uint64_t mask = count == 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << count) - 1) << bit;
-        used_[p / 64] ^= mask;
+        op(p / 64, mask);
         p += count;
     }
 }
 
-void PageMap::take(std::size_t first, std::size_t n) noexcept {
-    flip(first, n);
+std::size_t PageMap::take(std::size_t first, std::size_t n) noexcept {
+    std::size_t cleaned = 0;
+    for_words(first, n, [&](std::size_t w, std::uint64_t mask) {
+        used_[w] |= mask;
+        cleaned += static_cast<std::size_t>(std::popcount(dirty_[w] & mask));
+        dirty_[w] &= ~mask;
+    });
     free_ -= n;
+    dirty_count_ -= cleaned;
+    return cleaned;
 }
 
-void PageMap::give(std::size_t first, std::size_t n) noexcept {
-    flip(first, n);
+void PageMap::give(std::size_t first, std::size_t n, bool dirty) noexcept {
+    for_words(first, n, [&](std::size_t w, std::uint64_t mask) {
+        used_[w] &= ~mask;
+        if (dirty) dirty_[w] |= mask;
+    });
     free_ += n;
+    if (dirty) dirty_count_ += n;
+}
+
+PageMap::Run PageMap::take_dirty(std::size_t from) noexcept {
+    if (dirty_count_ == 0) return {npos, 0};
+    const std::size_t first = next_set(dirty_.data(), false, from, kChunkPages);
+    if (first == kChunkPages) return {npos, 0};
+    const std::size_t end = next_set(dirty_.data(), true, first, kChunkPages);
+    take(first, end - first);
+    return {first, end - first};
 }
 
 }  // namespace uhmm::alloc

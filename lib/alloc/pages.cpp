@@ -3,12 +3,18 @@
 // lock except madvise and the runtime's release, which may wait for the
 // runtime's threads.
 //
-// A span's pages go back with MADV_DONTNEED before the chunk may hand them
-// out again: the runtime reads the REMOVE event and drops the pages, host or
-// device, so a retired span costs no memory and its next owner starts from
-// zero-filled pages (the runtime fills them lazily, on first touch). At most
-// one wholly empty chunk is kept, so a program whose use hovers at a chunk's
-// edge does not map and unmap a chunk per object.
+// An emptied span's pages go back to its chunk dirty: still holding their
+// old contents, wherever they are (host or device), for the next span or run
+// carved there. Only when more than kDirtyBudget of them wait (or on
+// Heap::trim()) are they purged: taken out of the map while MADV_DONTNEED
+// runs, so nobody is carved onto pages being dropped, then given back clean.
+// The runtime reads the REMOVE event and drops the pages, host or device.
+// This is jemalloc's dirty-page reuse, without its decay timer: an madvise
+// per emptied span made a free-heavy program wait on the runtime's monitor
+// thread (its REMOVE event) for every span, several times malloc's cost in
+// bench/alloc; one purge of a few MiB in long runs costs little per object.
+// At most one wholly empty chunk is kept, so a program whose use hovers at a
+// chunk's edge does not map and unmap a chunk per object.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -21,6 +27,15 @@
 #include "base/log.hpp"
 
 namespace uhmm {
+
+namespace {
+
+// Dirty pages the heap keeps for reuse before it purges them all: 8 MiB.
+constexpr std::size_t kDirtyBudgetPages = (std::size_t{8} << 20) / alloc::kPage;
+// Runs purged per pass, each pass under the page lock twice.
+constexpr std::size_t kPurgeBatch = 64;
+
+}  // namespace
 
 using alloc::Chunk;
 using alloc::kChunkBytes;
@@ -96,7 +111,7 @@ Result<Span*> Heap::State::carve(std::size_t pages, std::size_t align_pages, std
     Span* s = *record;
     spare_spans.pop_back();
     if (c->map.empty()) --empty_chunks;
-    c->map.take(first, pages);
+    dirty_pages -= c->map.take(first, pages);
     s->chunk = c;
     s->first_page = static_cast<std::uint32_t>(first);
     s->pages = static_cast<std::uint32_t>(pages);
@@ -132,27 +147,89 @@ std::uintptr_t Heap::State::drop_if_spare(Chunk& c) noexcept {
 }
 
 void Heap::State::retire(Span& s, bool run) noexcept {
-    if (::madvise(reinterpret_cast<void*>(s.start), s.bytes(), MADV_DONTNEED) == 0)
-        pages_returned.fetch_add(s.pages, std::memory_order_relaxed);
-    else
-        log::get().warn("heap: madvise(DONTNEED) of a retired span at {:#x}: {}", s.start, last_errno().message());
     std::uintptr_t release = 0;
+    bool over_budget = false;
     {
         std::lock_guard lock(page_lock);
         Chunk& c = *s.chunk;
         c.set_owner(s, nullptr);
-        c.map.give(s.first_page, s.pages);
+        c.map.give(s.first_page, s.pages, true);
+        dirty_pages += s.pages;
         if (!run) {
             --spans;
             span_pages -= s.pages;
         }
         s.kind.store(alloc::kSpanFree, std::memory_order_release);
         spare_spans.push_back(&s);   // capacity reserved
-        if (c.map.empty()) release = drop_if_spare(c);
+        if (c.map.empty()) release = drop_chunk_if_spare(c);
+        over_budget = dirty_pages > kDirtyBudgetPages;
     }
-    if (!release) return;
-    if (auto ec = rt.release(reinterpret_cast<void*>(release), kChunkBytes))
-        log::get().warn("heap: releasing an empty chunk at {:#x}: {}", release, ec.message());
+    release_chunk(release);
+    if (over_budget) purge();
+}
+
+std::uintptr_t Heap::State::drop_chunk_if_spare(Chunk& c) noexcept {
+    const std::size_t dirty = c.map.dirty_pages();
+    const std::uintptr_t start = drop_if_spare(c);
+    if (start) {   // unmapped with the chunk: nothing left to purge there
+        dirty_pages -= dirty;
+        c.map = alloc::PageMap{};
+    }
+    return start;
+}
+
+void Heap::State::release_chunk(std::uintptr_t start) noexcept {
+    if (!start) return;
+    if (auto ec = rt.release(reinterpret_cast<void*>(start), kChunkBytes))
+        log::get().warn("heap: releasing an empty chunk at {:#x}: {}", start, ec.message());
+}
+
+void Heap::State::purge() noexcept {
+    struct Taken {
+        Chunk* chunk;
+        alloc::PageMap::Run run;
+    };
+    for (bool more = true; more;) {
+        Taken taken[kPurgeBatch];
+        std::size_t n = 0;
+        {
+            // Taken runs are used pages: no carve lands there, and their
+            // chunk cannot empty and go while they are out.
+            std::lock_guard lock(page_lock);
+            for (std::size_t i = 0; i < chunks.size() && n < kPurgeBatch; ++i) {
+                Chunk* c = chunks[i];
+                for (std::size_t from = 0; n < kPurgeBatch;) {
+                    const bool was_empty = c->map.empty();
+                    const auto run = c->map.take_dirty(from);
+                    if (run.pages == 0) break;
+                    if (was_empty) --empty_chunks;
+                    dirty_pages -= run.pages;
+                    taken[n++] = {c, run};
+                    from = run.first + run.pages;
+                }
+            }
+            more = n == kPurgeBatch;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uintptr_t at = taken[i].chunk->start() + taken[i].run.first * kPage;
+            if (::madvise(reinterpret_cast<void*>(at), taken[i].run.pages * kPage, MADV_DONTNEED) == 0)
+                pages_returned.fetch_add(taken[i].run.pages, std::memory_order_relaxed);
+            else
+                log::get().warn("heap: madvise(DONTNEED) of free pages at {:#x}: {}", at, last_errno().message());
+        }
+        std::uintptr_t release[kPurgeBatch];
+        std::size_t releases = 0;
+        {
+            std::lock_guard lock(page_lock);
+            for (std::size_t i = 0; i < n; ++i) {
+                Chunk& c = *taken[i].chunk;
+                c.map.give(taken[i].run.first, taken[i].run.pages);
+                if (c.map.empty())
+                    if (std::uintptr_t start = drop_chunk_if_spare(c)) release[releases++] = start;
+            }
+        }
+        for (std::size_t i = 0; i < releases; ++i) release_chunk(release[i]);
+    }
 }
 
 }  // namespace uhmm

@@ -93,7 +93,7 @@ TEST_CASE("allocating and freeing never brings a device page home") {
     CHECK(heap.stats().small_objects == 0);
 }
 
-TEST_CASE("emptied spans give their pages back") {
+TEST_CASE("emptied spans keep their pages for reuse until trim() gives them back") {
     auto rt = make_runtime();
     Heap& heap = rt->heap();
     // 256-byte objects: 256 to a 64 KiB span; five spans' worth, all touched.
@@ -109,24 +109,84 @@ TEST_CASE("emptied spans give their pages back") {
     REQUIRE(pages.size() == 5 * 16);
     const HeapStats full = heap.stats();
     CHECK(full.spans == 5);
+    CHECK(full.dirty_bytes == 0);
 
     for (const auto& o : objects) heap.deallocate(o.p, o.size);
     heap.flush_thread_cache();   // the last few wait there for reuse
     const HeapStats empty = heap.stats();
     CHECK(empty.cached_objects == 0);
-    // One empty span stays with its class; the other four went back.
+    // One empty span stays with its class; the other four went back to the
+    // chunk, their pages kept (dirty) for the next span or run.
     CHECK(empty.spans == 1);
     CHECK(empty.cached_spans == 1);
-    CHECK(empty.pages_returned - full.pages_returned == 4 * 16);
+    CHECK(empty.dirty_bytes == 4 * 16 * kPage);
+    CHECK(empty.pages_returned == full.pages_returned);
     const auto dropped = [&] {
         std::size_t none = 0;
         for (auto page : pages) none += *rt->state(reinterpret_cast<void*>(page)) == PageState::none;
         return none;
     };
+    CHECK(dropped() == 0);
+
+    heap.trim();
+    const HeapStats trimmed = heap.stats();
+    CHECK(trimmed.dirty_bytes == 0);
+    CHECK(trimmed.pages_returned - full.pages_returned == 4 * 16);
     CHECK(eventually([&] { return dropped() == 4 * 16; }));
+    heap.trim();   // nothing left: a no-op
+    CHECK(heap.stats().pages_returned == trimmed.pages_returned);
 }
 
-TEST_CASE("a freed medium object gives its pages back") {
+TEST_CASE("a new span is carved on dirty pages before fresh ones") {
+    auto rt = make_runtime();
+    Heap& heap = rt->heap();
+    constexpr std::size_t kSize = 200 * KiB;
+    auto a = heap.allocate(kSize);
+    auto b = heap.allocate(kSize);
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    heap.deallocate(*a, kSize);
+    CHECK(heap.stats().dirty_bytes == kSize);
+    // 512-byte objects: their span lands on the lowest free pages, a's.
+    auto c = heap.allocate(512);
+    REQUIRE(c.ok());
+    CHECK(reinterpret_cast<std::uintptr_t>(*c) >= reinterpret_cast<std::uintptr_t>(*a));
+    CHECK(reinterpret_cast<std::uintptr_t>(*c) < reinterpret_cast<std::uintptr_t>(*a) + kSize);
+    CHECK(heap.stats().dirty_bytes < kSize);
+    CHECK(heap.stats().pages_returned == 0);
+    heap.deallocate(*c, 512);
+    heap.deallocate(*b, kSize);
+}
+
+TEST_CASE("more than 8 MiB of emptied pages go back without trim()") {
+    auto rt = make_runtime();
+    Heap& heap = rt->heap();
+    constexpr std::size_t kSize = 512 * KiB, kCount = 20;   // 10 MiB
+    std::vector<void*> objects;
+    for (std::size_t i = 0; i < kCount; ++i) {
+        auto p = heap.allocate(kSize);
+        REQUIRE(p.ok());
+        fill_object(*p, kSize, i);
+        objects.push_back(*p);
+    }
+    std::size_t freed = 0;
+    for (void* p : objects) {
+        heap.deallocate(p, kSize);
+        freed += kSize;
+        const HeapStats s = heap.stats();
+        INFO("freed " << freed << ", dirty " << s.dirty_bytes << ", returned " << s.pages_returned);
+        CHECK(s.dirty_bytes <= 8 * MiB);
+        CHECK(s.dirty_bytes + s.pages_returned * kPage == freed);
+    }
+    CHECK(heap.stats().pages_returned > 0);
+    CHECK(eventually([&] {
+        std::size_t none = 0;
+        for (void* p : objects) none += try_count_state(*rt, p, kSize, PageState::none).value_or(0);
+        return none == heap.stats().pages_returned;
+    }));
+}
+
+TEST_CASE("a freed medium object gives its pages back on trim()") {
     auto rt = make_runtime();
     Heap& heap = rt->heap();
     constexpr std::size_t kSize = 200 * KiB;
@@ -138,8 +198,11 @@ TEST_CASE("a freed medium object gives its pages back") {
     CHECK(held.run_bytes == kSize);
     CHECK(count_state(*rt, *p, kSize, PageState::host) == kSize / kPage);
     heap.deallocate(*p, kSize);
-    CHECK(heap.stats().pages_returned - held.pages_returned == kSize / kPage);
     CHECK(heap.stats().runs == 0);
+    CHECK(heap.stats().dirty_bytes == kSize);
+    heap.trim();
+    CHECK(heap.stats().pages_returned - held.pages_returned == kSize / kPage);
+    CHECK(heap.stats().dirty_bytes == 0);
     CHECK(eventually([&] { return try_count_state(*rt, *p, kSize, PageState::none) == kSize / kPage; }));
 }
 
