@@ -110,10 +110,9 @@ struct Heap::State {
     // caller to release once the lock is dropped; 0 when kept).
     Result<alloc::Chunk*> add_chunk() noexcept;
     Result<alloc::Span*> span_record() noexcept;
+    // A dropped chunk's dirty pages are forgotten (they go with its mapping).
     std::uintptr_t drop_if_spare(alloc::Chunk& c) noexcept;
-    // drop_if_spare, forgetting a dropped chunk's dirty pages; and the
-    // runtime's release of a dropped chunk (0: none), no lock held.
-    std::uintptr_t drop_chunk_if_spare(alloc::Chunk& c) noexcept;
+    // The runtime's release of a dropped chunk (0: none), no lock held.
     void release_chunk(std::uintptr_t start) noexcept;
     // large.cpp
     Result<void*> alloc_large(std::size_t bytes, std::size_t alignment) noexcept;

@@ -142,6 +142,8 @@ std::uintptr_t Heap::State::drop_if_spare(Chunk& c) noexcept {
     chunks.erase(std::find(chunks.begin(), chunks.end(), &c));
     table.erase(c);
     c.base.store(0, std::memory_order_release);
+    dirty_pages -= c.map.dirty_pages();   // unmapped with the chunk: nothing left to purge there
+    c.map = alloc::PageMap{};
     spare_chunks.push_back(&c);   // capacity reserved
     return start;
 }
@@ -161,21 +163,11 @@ void Heap::State::retire(Span& s, bool run) noexcept {
         }
         s.kind.store(alloc::kSpanFree, std::memory_order_release);
         spare_spans.push_back(&s);   // capacity reserved
-        if (c.map.empty()) release = drop_chunk_if_spare(c);
+        if (c.map.empty()) release = drop_if_spare(c);
         over_budget = dirty_pages > kDirtyBudgetPages;
     }
     release_chunk(release);
     if (over_budget) purge();
-}
-
-std::uintptr_t Heap::State::drop_chunk_if_spare(Chunk& c) noexcept {
-    const std::size_t dirty = c.map.dirty_pages();
-    const std::uintptr_t start = drop_if_spare(c);
-    if (start) {   // unmapped with the chunk: nothing left to purge there
-        dirty_pages -= dirty;
-        c.map = alloc::PageMap{};
-    }
-    return start;
 }
 
 void Heap::State::release_chunk(std::uintptr_t start) noexcept {
@@ -225,7 +217,7 @@ void Heap::State::purge() noexcept {
                 Chunk& c = *taken[i].chunk;
                 c.map.give(taken[i].run.first, taken[i].run.pages);
                 if (c.map.empty())
-                    if (std::uintptr_t start = drop_chunk_if_spare(c)) release[releases++] = start;
+                    if (std::uintptr_t start = drop_if_spare(c)) release[releases++] = start;
             }
         }
         for (std::size_t i = 0; i < releases; ++i) release_chunk(release[i]);
