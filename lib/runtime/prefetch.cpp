@@ -137,6 +137,8 @@ Result<PrefetchFence> Runtime::prefetch_async(const void* addr, std::size_t len,
             [this, span = *s, to, device] { return run_prefetch(*this, *impl_, span, to, device); });
     } catch (const std::system_error& e) {
         return e.code();   // the thread could not start
+    } catch (const std::bad_alloc&) {
+        return errno_code(ENOMEM);   // no room for the fence or the queue entry
     }
 }
 
