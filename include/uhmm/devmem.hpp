@@ -45,6 +45,7 @@ enum class Errc : int {
     bad_owner,               // unknown OwnerId, null or already registered token (≈ EINVAL)
     owner_table_full,        // kMaxOwners owners registered (≈ ENOSPC)
     refcount_overflow,       // get() on a page with 2^32 - 1 references (≈ EOVERFLOW)
+    pool_empty,              // a hugepage arena cannot grow: the kernel's huge page pool has none free (≈ ENOMEM)
 };
 const std::error_category& devmem_category() noexcept;
 std::error_code make_error_code(Errc e) noexcept;

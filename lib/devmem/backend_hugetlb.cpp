@@ -51,6 +51,8 @@ public:
                 ec = res_.map_file_chunk(index, fd_.get(), false);
             }
         }
+        // Say why, rather than a bare ENOMEM next to an arena far from full.
+        if (ec == std::errc::not_enough_memory) return Errc::pool_empty;
         return ec;
     }
 

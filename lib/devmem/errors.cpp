@@ -21,13 +21,16 @@ public:
         case Errc::bad_owner: return "unknown, null or duplicate owner token";
         case Errc::owner_table_full: return "too many owners registered on the arena";
         case Errc::refcount_overflow: return "device page refcount would overflow";
+        case Errc::pool_empty:
+            return "device-memory arena cannot grow: no free 2 MiB huge page in the kernel's pool (vm.nr_hugepages)";
         }
         return "unknown devmem error";
     }
 
     std::error_condition default_error_condition(int code) const noexcept override {
         switch (static_cast<Errc>(code)) {
-        case Errc::arena_full: return std::errc::not_enough_memory;
+        case Errc::arena_full:
+        case Errc::pool_empty: return std::errc::not_enough_memory;
         case Errc::page_not_allocated:
         case Errc::bad_page:
         case Errc::bad_owner: return std::errc::invalid_argument;

@@ -55,6 +55,22 @@ void Reservation::unmap_chunk(std::size_t index) noexcept {
     ::mmap(chunk(index), kChunkSize, PROT_NONE, kReserveFlags | MAP_FIXED, -1, 0);
 }
 
+// Growing the arena must never open a hole in the address space. mmap with
+// MAP_FIXED over the reservation unmaps the slot first and may then fail
+// (hugetlb: no free huge page to reserve, ENOMEM), and between that failure
+// and putting the reservation back, any other thread's mmap may be placed in
+// the hole, which the restoring MAP_FIXED would then wipe out under it (a
+// preloaded program crashed exactly so when the huge page pool ran dry). So
+// the new memory is mapped and populated elsewhere first, and only then
+// moved over the slot with mremap(MREMAP_FIXED), which replaces the slot in
+// one step under the kernel's mmap lock.
+std::error_code Reservation::install(std::size_t index, void* fresh) noexcept {
+    if (::mremap(fresh, kChunkSize, kChunkSize, MREMAP_MAYMOVE | MREMAP_FIXED, chunk(index)) != MAP_FAILED) return {};
+    const auto ec = last_errno();
+    ::munmap(fresh, kChunkSize);
+    return ec;
+}
+
 std::error_code Reservation::map_file_chunk(std::size_t index, int fd, bool thp_advise) {
     const auto offset = static_cast<off_t>(index * kChunkSize);
     struct stat st {};
@@ -64,30 +80,37 @@ std::error_code Reservation::map_file_chunk(std::size_t index, int fd, bool thp_
         return last_errno();
     }
     // For hugetlb, MAP_SHARED reserves the huge pages here: ENOMEM when the
-    // pool has none free, instead of SIGBUS later.
-    void* p = ::mmap(chunk(index), kChunkSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
-    if (p == MAP_FAILED) {
-        const auto ec = last_errno();
-        unmap_chunk(index);   // MAP_FIXED may have replaced the reservation before failing
+    // pool has none free, instead of SIGBUS later. The kernel aligns hugetlb
+    // mappings, and shmem ones where huge pages are enabled, by itself; the
+    // advice goes on before populating, and mremap keeps it.
+    void* p = ::mmap(nullptr, kChunkSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+    if (p == MAP_FAILED) return last_errno();
+    if (thp_advise) ::madvise(p, kChunkSize, MADV_HUGEPAGE);   // best effort: advice only
+    if (auto ec = populate_write(static_cast<std::byte*>(p), kChunkSize)) {
+        ::munmap(p, kChunkSize);
         return ec;
     }
-    if (thp_advise) ::madvise(p, kChunkSize, MADV_HUGEPAGE);   // best effort: advice only
-    if (auto ec = populate_write(chunk(index), kChunkSize)) {
-        unmap_chunk(index);
-        return ec;
+    if (auto ec = install(index, p)) {
+        // Kernels before 5.16 cannot mremap hugetlb mappings. The file's
+        // pages now exist (populated above, kept by the file), so mapping
+        // them straight over the slot needs no new reservation and cannot
+        // fail for want of memory.
+        if (ec != std::errc::invalid_argument) return ec;
+        p = ::mmap(chunk(index), kChunkSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
+        if (p == MAP_FAILED) {
+            const auto err = last_errno();
+            unmap_chunk(index);
+            return err;
+        }
+        if (thp_advise) ::madvise(p, kChunkSize, MADV_HUGEPAGE);
     }
     return {};
 }
 
 std::error_code Reservation::map_anon_chunk(std::size_t index) {
-    void* p = ::mmap(chunk(index), kChunkSize, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    if (p == MAP_FAILED) {
-        const auto ec = last_errno();
-        unmap_chunk(index);
-        return ec;
-    }
-    return {};
+    void* p = ::mmap(nullptr, kChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return last_errno();
+    return install(index, p);
 }
 
 std::error_code populate_write(std::byte* at, std::size_t len) {

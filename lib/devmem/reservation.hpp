@@ -3,8 +3,9 @@
 // view().base must not move while the arena grows (the copy engine keeps it),
 // so arena_size of address space is reserved up front, PROT_NONE and
 // MAP_NORESERVE (no memory, no commit charge), aligned to 2 MiB (hugetlb
-// mappings must be, and THP needs it), and each chunk is mapped over its slot
-// with MAP_FIXED when the arena grows. Populating happens at map time with
+// mappings must be, and THP needs it), and each chunk, mapped and populated
+// elsewhere first, is moved over its slot with mremap when the arena grows
+// (never a MAP_FIXED that can fail after unmapping the slot: see the .cpp). Populating happens at map time with
 // MADV_POPULATE_WRITE, which reports a failure as an error where touching the
 // memory would raise SIGBUS (hugetlb) — and first-touching shmem page by page
 // is ~30x slower than populating it in one call on this platform.
@@ -41,6 +42,10 @@ public:
     void unmap_chunk(std::size_t index) noexcept;
 
 private:
+    // Move the chunk-sized mapping `fresh` over slot `index` in one step; on
+    // failure `fresh` is unmapped and the slot left as it was.
+    std::error_code install(std::size_t index, void* fresh) noexcept;
+
     std::byte* base_ = nullptr;
     std::size_t size_ = 0;
 };

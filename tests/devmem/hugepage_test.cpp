@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <fstream>
 #include <vector>
 
@@ -149,4 +151,58 @@ TEST_CASE("a hugepage arena whose process may not reserve falls back with Permis
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(read_pool("nr_hugepages") == restore.before());
+}
+
+TEST_CASE("a hugepage arena whose pool runs dry as it grows says so and never opens a hole in its address space") {
+    PoolRestore restore;
+    // Exactly one free huge page: the arena's first chunk takes it, and every
+    // later growth finds the pool empty.
+    std::ofstream(kPool + "/nr_hugepages") << restore.before() - available() + 1 << "\n";
+    REQUIRE(available() == 1);
+    auto arena = make_arena(spec_for(1, 8, false));
+    REQUIRE(arena->view().kind == ArenaKind::hugetlb);
+    std::byte* const next_slot = arena->view().base + kChunkSize;
+
+    // Another thread maps 2 MiB asking for the address of the next chunk's
+    // slot, as any mmap may land in a hole. The kernel gives it that address
+    // only if the slot were ever unmapped (a growth that replaced it and then
+    // failed): the old MAP_FIXED growth did, and restoring the reservation
+    // then wiped out whatever had landed there.
+    std::atomic<bool> stop{false};
+    std::atomic<long> landed{0}, tries{0};
+    std::thread racer([&] {
+        while (!stop.load()) {
+            void* p = ::mmap(next_slot, kChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED) continue;
+            if (p == next_slot) landed.fetch_add(1);
+            ::munmap(p, kChunkSize);
+            tries.fetch_add(1);
+        }
+    });
+    const auto owner = arena->add_owner(&token).value();
+    std::vector<PageIndex> pages;
+    std::error_code last;
+    for (int attempt = 0; attempt < 3000; ++attempt) {
+        auto page = arena->alloc(owner);
+        if (page) {
+            pages.push_back(*page);
+        } else {
+            last = page.error();
+        }
+    }
+    stop.store(true);
+    racer.join();
+    INFO("racer mapped " << tries.load() << " times; allocation said: " << last.message());
+    CHECK(landed.load() == 0);
+    CHECK(pages.size() == kChunkSize / kPageSize);   // the first chunk, and nothing more
+    CHECK(last == std::errc::not_enough_memory);
+    CHECK(last == Errc::pool_empty);
+    CHECK(contains(last.message(), "huge page"));
+    CHECK(arena->stats().chunks == 1);
+    // The first chunk's pages still work.
+    for (const PageIndex p : pages) {
+        std::memset(arena->address(p), 0x5a, kPageSize);
+        REQUIRE(arena->address(p)[kPageSize - 1] == std::byte{0x5a});
+    }
+    for (const PageIndex p : pages) REQUIRE_FALSE(arena->put(p));
 }
