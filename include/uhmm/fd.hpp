@@ -11,6 +11,12 @@
 
 namespace uhmm {
 
+namespace detail {
+// The runtime keeps its descriptors out of the program's way (moved high and
+// recorded, lib/base/private_fds.hpp); closing one forgets it first.
+void forget_descriptor(int fd) noexcept;
+}  // namespace detail
+
 class Fd {
 public:
     Fd() noexcept = default;
@@ -29,7 +35,10 @@ public:
     explicit operator bool() const noexcept { return valid(); }
     int release() noexcept { return std::exchange(fd_, -1); }
     void reset(int fd = -1) noexcept {
-        if (fd_ >= 0) ::close(fd_);
+        if (fd_ >= 0) {
+            detail::forget_descriptor(fd_);
+            ::close(fd_);
+        }
         fd_ = fd;
     }
 

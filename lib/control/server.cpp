@@ -19,6 +19,7 @@
 #include "control/line_reader.hpp"
 #include "control/paths.hpp"
 #include "control/requests.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::control {
 
@@ -110,7 +111,7 @@ Result<std::unique_ptr<Server>> Server::start(Runtime& rt, std::string* why) {
     sockaddr_un addr{};
     if (!fill_address(addr, path)) return fail(std::make_error_code(std::errc::filename_too_long), path + ": too long for a socket");
 
-    Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    Fd listener(base::hide_fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)));
     if (!listener) return fail(last_error(), "socket: " + last_error().message());
     if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
         if (errno != EADDRINUSE) return fail(last_error(), path + ": " + last_error().message());
@@ -127,8 +128,8 @@ Result<std::unique_ptr<Server>> Server::start(Runtime& rt, std::string* why) {
         ::unlink(path.c_str());
         return fail(ec, "listen: " + ec.message());
     }
-    Fd epoll(::epoll_create1(EPOLL_CLOEXEC));
-    Fd stop_event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    Fd epoll(base::hide_fd(::epoll_create1(EPOLL_CLOEXEC)));
+    Fd stop_event(base::hide_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
     if (!epoll || !stop_event) {
         const auto ec = last_error();
         ::unlink(path.c_str());
@@ -187,7 +188,7 @@ void Server::run() noexcept {
                 if (fd == stop_event_.get()) return;
                 if (fd == listener_.get()) {
                     for (;;) {
-                        Fd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+                        Fd conn(base::hide_fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)));
                         if (!conn) break;
                         ucred peer{};
                         socklen_t len = sizeof peer;

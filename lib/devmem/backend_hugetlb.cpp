@@ -20,6 +20,7 @@
 #include "devmem/backend.hpp"
 #include "devmem/hugetlb_pool.hpp"
 #include "devmem/reservation.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::devmem {
 
@@ -111,7 +112,7 @@ bool shmem_thp_advisable(std::string* why) {
 // exists (its destructor gives the pages back on any later failure).
 Result<std::unique_ptr<ArenaBackend>> try_hugetlb(const ArenaSpec& spec, const HugetlbPool& pool, long& added,
                                              std::string* why) {
-    Fd fd(::memfd_create("uhmm-arena", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB));
+    Fd fd(base::hide_fd(::memfd_create("uhmm-arena", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB)));
     if (!fd) {
         const auto ec = last_errno();
         *why = describe_error("memfd_create(MFD_HUGETLB)", ec);

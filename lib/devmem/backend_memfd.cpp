@@ -11,6 +11,7 @@
 
 #include "devmem/backend.hpp"
 #include "devmem/reservation.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::devmem {
 
@@ -50,7 +51,7 @@ private:
 
 Result<std::unique_ptr<ArenaBackend>> make_memfd_backend(const ArenaSpec& spec, bool thp_advise,
                                                     std::string note, std::string* why) {
-    Fd fd(::memfd_create("uhmm-arena", MFD_CLOEXEC));
+    Fd fd(base::hide_fd(::memfd_create("uhmm-arena", MFD_CLOEXEC)));
     if (!fd) {
         const auto ec = last_errno();
         if (why) *why = describe_error("memfd: memfd_create", ec);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "space/proc_maps.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::migrate {
 
@@ -40,7 +41,7 @@ std::unique_ptr<HostZapper> HostZapper::create(std::string* why) {
         ::munmap(p, len);
         return refuse(why, "scratch registration: " + reg.error().message());
     }
-    Fd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    Fd pagemap(base::hide_fd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)));
     if (!pagemap) {
         ::munmap(p, len);
         return refuse(why, "/proc/self/pagemap: " + std::generic_category().message(errno));

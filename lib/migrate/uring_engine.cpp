@@ -71,6 +71,7 @@
 #include "base/log.hpp"
 #include "migrate/cpu_worker.hpp"
 #include "migrate/fence_state.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::migrate::detail {
 
@@ -171,6 +172,9 @@ private:
 std::error_code UringEngine::init(const EngineOptions& options) {
     if (int rc = io_uring_queue_init(options.queue_depth, &ring_, 0); rc < 0) return errno_code(-rc);
     ring_ready_ = true;
+    // The ring's descriptor goes where the program will not see it (the
+    // ring's mappings hold the file; liburing only needs the number).
+    ring_.ring_fd = ring_.enter_ring_fd = base::hide_fd(ring_.ring_fd);
     if (int rc = io_uring_register_files(&ring_, &view_.fd, 1); rc < 0) return errno_code(-rc);
 
     auto region = AnonRegion::create(options.staging_slots * options.staging_slot_bytes);
@@ -217,7 +221,10 @@ UringEngine::~UringEngine() {
         (void)rc;
         completer_.join();
     }
-    if (ring_ready_) io_uring_queue_exit(&ring_);
+    if (ring_ready_) {
+        base::forget_fd(ring_.ring_fd);
+        io_uring_queue_exit(&ring_);
+    }
 }
 
 void UringEngine::prep(io_uring_sqe* sqe, const Req& r, std::uint32_t slot) {

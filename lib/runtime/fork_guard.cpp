@@ -82,14 +82,11 @@ void Runtime::Impl::after_fork_parent() noexcept { migration_lock.unlock(); }
 
 void Runtime::Impl::after_fork_child() noexcept {
     forked_child.store(true, std::memory_order_release);
-    // The inherited descriptors name the parent's userfaultfd and the
-    // parent's /proc/<pid>/pagemap: never use them here.
-    if (uffd) ::close(uffd->fd());
-    if (pagemap) ::close(pagemap.get());
-    if (zapper) {
-        ::close(zapper->fd());
-        ::close(zapper->pagemap_fd());
-    }
+    // The inherited descriptors name the parent's userfaultfd, ring and
+    // /proc/<pid>/pagemap: never used here. They are already closed: every
+    // descriptor the runtime keeps is recorded in base/private_fds, whose
+    // own fork handler (registered before this one) closes them all in the
+    // child, so that its descriptor table is what it would be natively.
     migration_lock.unlock();
 }
 

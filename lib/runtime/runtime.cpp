@@ -20,6 +20,7 @@
 #include "runtime/prefetch_queue.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "space/proc_maps.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm {
 
@@ -144,7 +145,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     if (!owner) return fail(why, owner.error(), "arena owner: " + owner.error().message());
     impl->owner = *owner;
 
-    impl->pagemap.reset(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    impl->pagemap.reset(base::hide_fd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)));
     if (!impl->pagemap) return fail(why, errno, "cannot open /proc/self/pagemap: " + last_errno().message());
 
     impl->zeros_len = devmem::kChunkSize;

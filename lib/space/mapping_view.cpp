@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "space/kernel_abi.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::space {
 
@@ -24,7 +25,7 @@ std::error_code errno_error(int err) { return {err, std::generic_category()}; }
 
 }  // namespace
 
-MappingView::MappingView() : maps_(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC)) {}
+MappingView::MappingView() : maps_(base::hide_fd(::open("/proc/self/maps", O_RDONLY | O_CLOEXEC))) {}
 
 MappingView::Counters MappingView::counters() const noexcept {
     return {lookups_.load(std::memory_order_relaxed), hits_.load(std::memory_order_relaxed),

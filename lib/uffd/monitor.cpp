@@ -35,6 +35,7 @@
 #include "base/internal.hpp"
 #include "base/log.hpp"
 #include "uffd/compat.hpp"
+#include "base/private_fds.hpp"
 
 #include <uhmm/uffd.hpp>
 
@@ -67,7 +68,7 @@ Monitor::~Monitor() { stop(); }
 
 std::error_code Monitor::start() {
     if (running()) return std::make_error_code(std::errc::device_or_resource_busy);
-    stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    stop_fd_.reset(base::hide_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
     if (!stop_fd_) return last_errno();
     stopping_.store(false, std::memory_order_release);
     parked_.reserve(kParkedReserve);

@@ -17,6 +17,7 @@
 #include "uffd/compat.hpp"
 #include "uffd/outcome.hpp"
 #include "uffd/raw.hpp"
+#include "base/private_fds.hpp"
 
 namespace uhmm::uffd {
 
@@ -60,7 +61,7 @@ Result<Uffd> Uffd::open(const OpenOptions& options) {
         auto fd = detail::open_raw(path);
         if (!fd) return fd.error();
         auto api = detail::handshake(fd->get(), want);
-        if (api) return Uffd(std::move(*fd), want);
+        if (api) return Uffd(Fd(base::hide_fd(fd->release())), want);
         // EVENT_FORK needs CAP_SYS_PTRACE even where the fd itself was allowed
         // (/dev/userfaultfd): without it, do without fork events if allowed.
         if (api.error().value() == EPERM && (want & feature::event_fork) &&
