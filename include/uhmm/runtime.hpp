@@ -74,7 +74,10 @@ struct PolicyConfig {
 Result<PolicyConfig> parse_policy_spec(std::string_view spec, const PolicyConfig& base, std::string* why = nullptr);
 
 struct RuntimeConfig {
-    devmem::ArenaSpec arena{.backend = devmem::Backend::hugepage, .size = std::size_t{1} << 30};   // arena=, arena_size=, arena_reserve=
+    // arena=, arena_size=, arena_reserve=. memfd by default: it needs no
+    // setup and takes nothing that other software reserved (huge pages are
+    // the user's to give: arena=hugepage).
+    devmem::ArenaSpec arena{.backend = devmem::Backend::memfd, .size = std::size_t{1} << 30};
     migrate::EngineKind engine = migrate::EngineKind::automatic;   // engine=
     unsigned fault_threads = 1;                       // fault_threads=: uffd reader threads
     // fault_around=: the most a CPU fault brings back at once (device pages of

@@ -1,5 +1,6 @@
 // make_copy_engine(): checks the options, picks an engine for the arena, and
-// falls back from io_uring to memcpy once, loudly.
+// falls back from io_uring to memcpy once, saying so at log=info (a fallback
+// the user did not ask about is not worth a line in their program's stderr).
 //
 // The fallback is only for EngineKind::automatic: a caller that asked for
 // io_uring by name gets the reason it cannot have it, not a silent
@@ -27,7 +28,7 @@ bool options_ok(const EngineOptions& o) {
 void warn_fallback_once(const UringSupport& s) {
     static std::atomic<bool> said{false};
     if (!said.exchange(true))
-        uhmm::log::get().warn("copy engine: io_uring unusable ({}); falling back to memcpy", s.reason);
+        uhmm::log::get().info("copy engine: io_uring unusable ({}); falling back to memcpy", s.reason);
 }
 
 }  // namespace

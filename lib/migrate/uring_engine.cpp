@@ -190,7 +190,7 @@ std::error_code UringEngine::init(const EngineOptions& options) {
         // still works through plain READ/WRITE, a page-table walk per op slower.
         fixed_buffers_ = rc == 0;
         if (rc < 0)
-            uhmm::log::get().warn("io_uring copy engine: staging buffers not registered ({}); using plain READ/WRITE",
+            uhmm::log::get().info("io_uring copy engine: staging buffers not registered ({}); using plain READ/WRITE",
                                   std::strerror(-rc));
     }
 

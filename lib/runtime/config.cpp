@@ -16,8 +16,9 @@ namespace uhmm {
 namespace {
 
 constexpr std::array kKnobs = {
-    Knob{"arena", "hugepage", "",
-         "device memory: hugepage (MFD_HUGETLB, falls back to THP/plain memfd), memfd, numa:NODE, cuda:DEVICE"},
+    Knob{"arena", "memfd", "",
+         "device memory: memfd (shmem, needs no setup), hugepage (MFD_HUGETLB, falls back to THP/plain memfd), "
+         "numa:NODE, cuda:DEVICE"},
     Knob{"arena_size", "1G", "bytes", "most device memory the arena may hold (K/M/G/T suffixes, whole 2M chunks)"},
     Knob{"arena_reserve", "off", "on|off", "hugepage arena: reserve the huge pages it needs (root)"},
     Knob{"engine", "auto", "", "copy engine: auto, io_uring, memcpy, cuda"},

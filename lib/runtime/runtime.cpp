@@ -118,6 +118,9 @@ Runtime::~Runtime() {
 // ---- creation -------------------------------------------------------------------------
 
 Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, std::string* why) {
+    // First: what the layers below say while they are built (an arena's
+    // fallback, an engine's) must already obey log=.
+    (void)log::set_level(config.log);
     const auto& probe = uffd::probe();
     if (!probe.available) return fail(why, probe.error.value() ? probe.error.value() : EPERM, probe.reason);
 
@@ -158,7 +161,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     if (!impl->zapper) {
         static std::once_flag said;
         std::call_once(said, [&] {
-            log::get().warn("host pages are zapped with MADV_DONTNEED ({}): an application DONTNEED racing with a "
+            log::get().info("host pages are zapped with MADV_DONTNEED ({}): an application DONTNEED racing with a "
                             "migration of the same pages can be mistaken for the runtime's own", zapper_why);
         });
     }
@@ -173,7 +176,6 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
                                                     uffd::MonitorOptions{.threads = config.fault_threads});
     if (auto ec = impl->monitor->start()) return fail(why, ec, "fault threads: " + ec.message());
     fork_guard_add(impl.get());
-    (void)log::set_level(config.log);
     std::unique_ptr<Runtime> rt(new Runtime(std::move(impl)));
     (void)rt->set_policy(config.policy);
     if (config.socket) {
@@ -183,7 +185,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
         else if (server.error() == std::errc::address_in_use)
             log::get().debug("control socket: {} (another runtime of this process)", socket_why);
         else
-            log::get().warn("control socket: {}; hmmctl cannot reach this process", socket_why);
+            log::get().info("control socket: {}; hmmctl cannot reach this process", socket_why);
     }
     return rt;
 }
