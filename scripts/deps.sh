@@ -10,7 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev
   libasan8 libubsan1 libtsan2          # sanitizer runtimes for the test builds
   groff-base util-linux                # man page lint, setpriv for privilege tests
-  python3 sqlite3 xz-utils gzip coreutils   # the unmodified programs the preload tests run
+  python3 sqlite3 xz-utils gzip coreutils make   # the unmodified programs the preload tests run
 )
 
 missing=()

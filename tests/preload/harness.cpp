@@ -201,7 +201,7 @@ Outcome run(const Command& command, const std::string& dir) {
 Outcome run_preloaded(Command command, const std::string& dir, const std::string& preload,
                       const std::string& conf) {
     command.env.push_back("LD_PRELOAD=" + preload);
-    command.env.push_back("UHMM_CONF=" + conf);
+    if (!conf.empty()) command.env.push_back("UHMM_CONF=" + conf);   // empty: no UHMM_CONF at all
     return run(command, dir);
 }
 
@@ -312,6 +312,20 @@ int count_stats_files(const std::string& dir) {
     }
     ::closedir(d);
     return n;
+}
+
+std::int64_t sum_over_stats_files(const std::string& dir, const std::string& key) {
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return 0;
+    std::int64_t total = 0;
+    while (const dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        if (!name.starts_with("uhmm-") || !name.ends_with(".json")) continue;
+        const auto pid = std::strtol(name.c_str() + 5, nullptr, 10);
+        total += read_stats(dir, static_cast<pid_t>(pid)).get(key);
+    }
+    ::closedir(d);
+    return total;
 }
 
 }  // namespace uhmm::preload_test

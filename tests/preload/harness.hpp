@@ -67,7 +67,8 @@ struct Outcome {
 // LD_PRELOAD or UHMM_CONF inherited from the test's own environment.
 Outcome run(const Command& command, const std::string& dir);
 
-// The same with LD_PRELOAD=preload and UHMM_CONF=conf added.
+// The same with LD_PRELOAD=preload and UHMM_CONF=conf added (none when
+// `conf` is empty: the library's defaults).
 Outcome run_preloaded(Command command, const std::string& dir, const std::string& preload,
                       const std::string& conf);
 
@@ -90,5 +91,8 @@ struct Stats {
 Stats read_stats(const std::string& dir, pid_t pid);
 // How many uhmm-*.json files `dir` holds (children write their own).
 int count_stats_files(const std::string& dir);
+// `key` summed over every statistics file in `dir` (all the processes of a
+// pipeline or a build).
+std::int64_t sum_over_stats_files(const std::string& dir, const std::string& key);
 
 }  // namespace uhmm::preload_test
