@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-scripts/build.sh build >/dev/null   # the same build directory as scripts/test.sh
+# The same build directory, and the same release configuration, as scripts/test.sh.
+scripts/build.sh build --buildtype=release -Dwerror=true >/dev/null
 echo
 build/examples/runtime_demo "$@"
 echo

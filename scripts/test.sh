@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what is missing, build, and run every test:
-#   1. the plain build (every suite),
-#   2. an ASan+UBSan build (every suite),
-#   3. a TSan build (the 'concurrency' suite).
+#   1. the release build, what users and distributions build (every suite),
+#   2. an ASan+UBSan build, debugoptimized (every suite),
+#   3. a TSan build, debugoptimized (the 'concurrency' suite).
+# Every build is made with -Werror (-Dwerror=true), the release one
+# included, so that a warning at -O3 cannot come back unseen; meson.build
+# itself keeps -Werror out of users' release and plain builds.
 # Idempotent; each build directory is reused. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,14 +31,14 @@ run_suite() {
   fi
 }
 
-scripts/build.sh build
+scripts/build.sh build --buildtype=release -Dwerror=true
 run_suite build
 
-scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false
+scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false -Dwerror=true
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_suite build-asan
 
-scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dbenchmarks=false
+scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dbenchmarks=false -Dwerror=true
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_suite build-tsan --suite concurrency
 
 echo "== all test runs passed"

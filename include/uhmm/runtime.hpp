@@ -74,10 +74,20 @@ struct PolicyConfig {
 Result<PolicyConfig> parse_policy_spec(std::string_view spec, const PolicyConfig& base, std::string* why = nullptr);
 
 struct RuntimeConfig {
+    // The default arena, built by assignment: a designated initializer here
+    // made GCC 12 at -O3 see ArenaSpec's string member as maybe-uninitialized
+    // in every copy of a RuntimeConfig.
+    static devmem::ArenaSpec default_arena() {
+        devmem::ArenaSpec spec;
+        spec.backend = devmem::Backend::memfd;
+        spec.size = std::size_t{1} << 30;
+        return spec;
+    }
+
     // arena=, arena_size=, arena_reserve=. memfd by default: it needs no
     // setup and takes nothing that other software reserved (huge pages are
     // the user's to give: arena=hugepage).
-    devmem::ArenaSpec arena{.backend = devmem::Backend::memfd, .size = std::size_t{1} << 30};
+    devmem::ArenaSpec arena = default_arena();
     migrate::EngineKind engine = migrate::EngineKind::automatic;   // engine=
     unsigned fault_threads = 1;                       // fault_threads=: uffd reader threads
     // fault_around=: the most a CPU fault brings back at once (device pages of
@@ -342,6 +352,8 @@ public:
     // moved pages), bytes, arena use, policy, ...
     std::string stats_json() const;
     const RuntimeConfig& config() const noexcept;
+    // uhmm's version ("0.1.0"): the library this runtime comes from.
+    static std::string_view version() noexcept;
     // One line: arena (and fallbacks), engine, fault threads, fault_around,
     // userfaultfd features.
     std::string describe() const;
