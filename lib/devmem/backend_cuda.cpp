@@ -1,4 +1,5 @@
-// The cuda:N backend: GPU memory from cudaMalloc (built when meson finds CUDA).
+// The cuda:N backend: GPU memory from cudaMalloc (built when meson finds CUDA;
+// the runtime library is loaded when a cuda:N arena is first made).
 //
 // A device allocation cannot grow in place, and view().cuda_base must not
 // move, so the whole arena_size is allocated on the GPU at creation; chunks
@@ -8,16 +9,15 @@
 // engine, staging through its own pinned host buffers. Without a usable GPU
 // (no device, no driver, wrong index) creation fails with CUDA's error name
 // and text in `*why`.
-#include <cuda_runtime_api.h>
-
+#include "base/cudart.hpp"
 #include "devmem/backend.hpp"
 
 namespace uhmm::devmem {
 
 namespace {
 
-std::string cuda_text(cudaError_t err) {
-    return std::string(cudaGetErrorString(err)) + " (" + cudaGetErrorName(err) + ")";
+std::string cuda_text(const base::Cudart& cu, cudaError_t err) {
+    return std::string(cu.cudaGetErrorString(err)) + " (" + cu.cudaGetErrorName(err) + ")";
 }
 
 std::error_code cuda_code(cudaError_t err) {
@@ -33,16 +33,16 @@ std::error_code cuda_code(cudaError_t err) {
 
 class CudaBackend final : public ArenaBackend {
 public:
-    CudaBackend(int device, void* base, std::string name)
-        : device_(device), base_(base), name_(std::move(name)) {}
+    CudaBackend(const base::Cudart& cu, int device, void* base, std::string name)
+        : cu_(cu), device_(device), base_(base), name_(std::move(name)) {}
 
     ~CudaBackend() override {
-        if (cudaSetDevice(device_) == cudaSuccess) cudaFree(base_);
+        if (cu_.cudaSetDevice(device_) == cudaSuccess) cu_.cudaFree(base_);
     }
 
     std::error_code map_chunk(std::size_t index) override {
-        cudaError_t err = cudaSetDevice(device_);
-        if (err == cudaSuccess) err = cudaMemset(static_cast<char*>(base_) + index * kChunkSize, 0, kChunkSize);
+        cudaError_t err = cu_.cudaSetDevice(device_);
+        if (err == cudaSuccess) err = cu_.cudaMemset(static_cast<char*>(base_) + index * kChunkSize, 0, kChunkSize);
         return err == cudaSuccess ? std::error_code{} : cuda_code(err);
     }
 
@@ -60,6 +60,7 @@ public:
     }
 
 private:
+    const base::Cudart& cu_;
     int device_;
     void* base_;
     std::string name_;
@@ -69,26 +70,33 @@ private:
 
 Result<std::unique_ptr<ArenaBackend>> make_cuda_backend(const ArenaSpec& spec, std::string* why) {
     const std::string name = "cuda:" + std::to_string(spec.index);
+    std::string load_why;
+    const base::Cudart* loaded = base::cudart(&load_why);
+    if (loaded == nullptr) {
+        if (why) *why = name + ": " + load_why;
+        return errno_code(ENODEV);
+    }
+    const base::Cudart& cu = *loaded;
     auto refuse = [&](const std::string& call, cudaError_t err) -> Result<std::unique_ptr<ArenaBackend>> {
-        if (why) *why = name + ": " + call + " failed: " + cuda_text(err);
+        if (why) *why = name + ": " + call + " failed: " + cuda_text(cu, err);
         return cuda_code(err);
     };
     int count = 0;
-    if (cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) return refuse("cudaGetDeviceCount", err);
+    if (cudaError_t err = cu.cudaGetDeviceCount(&count); err != cudaSuccess) return refuse("cudaGetDeviceCount", err);
     if (spec.index >= count) {
         if (why) *why = name + ": no such device (" + std::to_string(count) + " CUDA devices)";
         return errno_code(ENODEV);
     }
-    if (cudaError_t err = cudaSetDevice(spec.index); err != cudaSuccess) return refuse("cudaSetDevice", err);
+    if (cudaError_t err = cu.cudaSetDevice(spec.index); err != cudaSuccess) return refuse("cudaSetDevice", err);
     cudaDeviceProp props{};
-    if (cudaError_t err = cudaGetDeviceProperties(&props, spec.index); err != cudaSuccess) {
+    if (cudaError_t err = cu.cudaGetDeviceProperties(&props, spec.index); err != cudaSuccess) {
         return refuse("cudaGetDeviceProperties", err);
     }
     void* base = nullptr;
-    if (cudaError_t err = cudaMalloc(&base, spec.size); err != cudaSuccess) {
+    if (cudaError_t err = cu.cudaMalloc(&base, spec.size); err != cudaSuccess) {
         return refuse("cudaMalloc(" + std::to_string(spec.size >> 20) + " MiB)", err);
     }
-    auto backend = std::make_unique<CudaBackend>(spec.index, base, props.name);
+    auto backend = std::make_unique<CudaBackend>(cu, spec.index, base, props.name);
     return finish_backend(std::move(backend), spec, name, why);
 }
 

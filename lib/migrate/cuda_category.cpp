@@ -8,7 +8,7 @@
 #include "uhmm_build_config.hpp"
 
 #if UHMM_HAVE_CUDA
-#include <cuda_runtime_api.h>
+#include "base/cudart.hpp"
 #endif
 
 namespace uhmm::migrate {
@@ -20,11 +20,13 @@ public:
     const char* name() const noexcept override { return "cuda"; }
     std::string message(int ev) const override {
 #if UHMM_HAVE_CUDA
-        const auto e = static_cast<cudaError_t>(ev);
-        return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
-#else
-        return "CUDA error " + std::to_string(ev);
+        // A CUDA error exists only once the library was loaded.
+        if (const base::Cudart* cu = base::cudart()) {
+            const auto e = static_cast<cudaError_t>(ev);
+            return std::string(cu->cudaGetErrorName(e)) + ": " + cu->cudaGetErrorString(e);
+        }
 #endif
+        return "CUDA error " + std::to_string(ev);
     }
 };
 

@@ -1,4 +1,5 @@
-// The CUDA copy engine (built only when meson found cudart).
+// The CUDA copy engine (built only when meson found CUDA; the runtime library
+// itself is loaded on first use, base/cudart.hpp).
 //
 // Each batch is a run of cudaMemcpyAsync calls on the engine's stream
 // followed by cudaLaunchHostFunc, whose host function completes the batch's
@@ -15,10 +16,9 @@
 
 #if UHMM_HAVE_CUDA
 
-#include <cuda_runtime_api.h>
-
 #include <vector>
 
+#include "base/cudart.hpp"
 #include "base/log.hpp"
 #include "migrate/fence_state.hpp"
 
@@ -41,18 +41,18 @@ void CUDART_CB complete_batch(void* arg) {
 
 class CudaEngine final : public EngineBase {
 public:
-    explicit CudaEngine(const devmem::ArenaView& view) : EngineBase(view) {}
+    CudaEngine(const devmem::ArenaView& view, const base::Cudart& cu) : EngineBase(view), cu_(cu) {}
 
     std::error_code init(const EngineOptions& options) {
         int count = 0;
-        if (auto e = cudaGetDeviceCount(&count); e != cudaSuccess) return cuda_error(e);
+        if (auto e = cu_.cudaGetDeviceCount(&count); e != cudaSuccess) return cuda_error(e);
         if (view_.cuda_device < 0 || view_.cuda_device >= count) return cuda_error(cudaErrorInvalidDevice);
-        if (auto e = cudaSetDevice(view_.cuda_device); e != cudaSuccess) return cuda_error(e);
-        if (auto e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); e != cudaSuccess)
+        if (auto e = cu_.cudaSetDevice(view_.cuda_device); e != cudaSuccess) return cuda_error(e);
+        if (auto e = cu_.cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); e != cudaSuccess)
             return cuda_error(e);
         const std::size_t bytes = options.staging_slots * options.staging_slot_bytes;
         if (bytes > 0) {
-            if (auto e = cudaHostAlloc(&pinned_, bytes, cudaHostAllocDefault); e != cudaSuccess)
+            if (auto e = cu_.cudaHostAlloc(&pinned_, bytes, cudaHostAllocDefault); e != cudaSuccess)
                 return cuda_error(e);
             staging_.reset({static_cast<std::byte*>(pinned_), bytes}, options.staging_slot_bytes,
                            options.staging_slots);
@@ -62,10 +62,10 @@ public:
 
     ~CudaEngine() override {
         if (stream_) {
-            cudaStreamSynchronize(stream_);   // every host function has run: fences are signalled
-            cudaStreamDestroy(stream_);
+            cu_.cudaStreamSynchronize(stream_);   // every host function has run: fences are signalled
+            cu_.cudaStreamDestroy(stream_);
         }
-        if (pinned_) cudaFreeHost(pinned_);
+        if (pinned_) cu_.cudaFreeHost(pinned_);
     }
 
     EngineKind kind() const noexcept override { return EngineKind::cuda; }
@@ -77,7 +77,7 @@ public:
         pending->fence = fence;
         std::vector<std::pair<std::size_t, std::error_code>> failed;
         // The current device is per thread; a submitting thread may be new.
-        if (auto e = cudaSetDevice(view_.cuda_device); e != cudaSuccess) {
+        if (auto e = cu_.cudaSetDevice(view_.cuda_device); e != cudaSuccess) {
             for (std::size_t i = 0; i < ops.size(); ++i) fence->complete(i, 0, cuda_error(e));
             return Fence(std::move(fence));
         }
@@ -90,18 +90,18 @@ public:
             }
             const cudaError_t e =
                 dir == Direction::to_device
-                    ? cudaMemcpyAsync(dev + op.arena_offset, op.host, op.len, cudaMemcpyHostToDevice, stream_)
-                    : cudaMemcpyAsync(op.host, dev + op.arena_offset, op.len, cudaMemcpyDeviceToHost, stream_);
+                    ? cu_.cudaMemcpyAsync(dev + op.arena_offset, op.host, op.len, cudaMemcpyHostToDevice, stream_)
+                    : cu_.cudaMemcpyAsync(op.host, dev + op.arena_offset, op.len, cudaMemcpyDeviceToHost, stream_);
             if (e != cudaSuccess) failed.emplace_back(i, cuda_error(e));
             else pending->ops.emplace_back(i, op.len);
         }
         for (auto& [i, ec] : failed) fence->complete(i, 0, ec);
         if (!pending->ops.empty()) {
-            if (auto e = cudaLaunchHostFunc(stream_, complete_batch, pending.get()); e == cudaSuccess) {
+            if (auto e = cu_.cudaLaunchHostFunc(stream_, complete_batch, pending.get()); e == cudaSuccess) {
                 pending.release();
             } else {
                 // No host function: wait here, then complete with the stream's verdict.
-                const cudaError_t s = cudaStreamSynchronize(stream_);
+                const cudaError_t s = cu_.cudaStreamSynchronize(stream_);
                 for (auto [index, len] : pending->ops)
                     fence->complete(index, s == cudaSuccess ? len : 0, s == cudaSuccess ? std::error_code{} : cuda_error(s));
             }
@@ -110,6 +110,7 @@ public:
     }
 
 private:
+    const base::Cudart& cu_;   // the runtime library, loaded on first use
     cudaStream_t stream_ = nullptr;
     void* pinned_ = nullptr;
 };
@@ -119,7 +120,9 @@ private:
 Result<std::unique_ptr<CopyEngine>> make_cuda_engine(const devmem::ArenaView& view,
                                                      const EngineOptions& options) {
     if (view.kind != devmem::ArenaKind::cuda) return std::errc::not_supported;
-    auto engine = std::make_unique<CudaEngine>(view);
+    const base::Cudart* cu = base::cudart();
+    if (cu == nullptr) return std::errc::no_such_device;   // the arena said why already
+    auto engine = std::make_unique<CudaEngine>(view, *cu);
     if (auto ec = engine->init(options)) return ec;
     return std::unique_ptr<CopyEngine>(std::move(engine));
 }

@@ -11,6 +11,7 @@ namespace uhmm {
 std::string Runtime::stats_json() const {
     const RuntimeStats s = stats();
     nlohmann::json j;
+    j["version"] = std::string(version());
     j["pid"] = ::getpid();
     j["policy"] = std::string(to_string(policy().kind));
     j["faults"] = s.faults;

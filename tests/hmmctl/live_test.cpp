@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -106,6 +107,25 @@ TEST_CASE("migrate --to device moves every page asked and the process reads its 
     INFO(table.describe());
     CHECK(table.status == 0);
     CHECK(contains(table.out, "faults"));
+    CHECK(t->finish("exit 0") == 0);
+}
+
+TEST_CASE("hmmctl --version, stat and stat --json name the same uhmm version", "[live]") {
+    Fixture f;
+    const Ran v = f.ctl({"--version"});
+    INFO(v.describe());
+    REQUIRE(v.status == 0);
+    REQUIRE(v.out.starts_with("hmmctl (uhmm) "));
+    std::string version = v.out.substr(std::string("hmmctl (uhmm) ").size());
+    while (!version.empty() && version.back() == '\n') version.pop_back();
+    CHECK(std::count(version.begin(), version.end(), '.') == 2);
+    CHECK(version.find_first_not_of("0123456789.") == std::string::npos);
+
+    auto t = f.managed_target();
+    CHECK(stat_of(f, t->pid()).value("version", std::string()) == version);
+    const Ran table = f.ctl({"stat", std::to_string(t->pid())});
+    INFO(table.describe());
+    CHECK(contains(table.out, "uhmm           " + version + "\n"));
     CHECK(t->finish("exit 0") == 0);
 }
 

@@ -9,6 +9,8 @@
 // stderr as "hmmctl: ...".
 #include <CLI/CLI.hpp>
 
+#include <uhmm/runtime.hpp>
+
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -78,6 +80,7 @@ MigrateOptions migrate_options(const Raw& raw, const std::string& to) {
 
 int parse_and_run(int argc, char** argv) {
     CLI::App app{kDescription, "hmmctl"};
+    app.set_version_flag("--version", "hmmctl (uhmm) " + std::string(uhmm::Runtime::version()));
     app.require_subcommand(1);
     Common common;
     Raw raw;

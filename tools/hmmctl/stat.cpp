@@ -29,6 +29,7 @@ int stat_command(const Common& common, pid_t pid) {
     }
     const auto& hello = client.hello();
     std::printf("process %d: %s\n", pid, hello.value("command", std::string("?")).c_str());
+    std::printf("uhmm           %s\n", s.value("version", std::string("?")).c_str());
     Table t({"", ""});
     t.add({"policy", field(s, "policy") + "  (" + field(s, "policy_rounds") + " rounds, " + field(s, "migrations") +
                          " migrations)"});
