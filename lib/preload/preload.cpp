@@ -12,11 +12,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/auxv.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <new>
 #include <string>
 
@@ -31,6 +33,10 @@ namespace {
 
 alignas(Blocks) unsigned char blocks_storage[sizeof(Blocks)];
 char stats_path[4096];   // UHMM_CONF's stats=, %p not yet replaced
+timespec started{};      // when this process's runtime started (CLOCK_REALTIME, as file times)
+bool stats_refused = false;   // said at start that stats= cannot be written: not again at exit
+
+void check_stats_destination() noexcept;   // below, with expand_stats_path
 
 // One line on stderr, written with write(2): no stdio buffers or locks.
 void say(const std::string& line) noexcept {
@@ -119,12 +125,14 @@ void start() {
     g.blocks = new (blocks_storage) Blocks;
     g.min_range = config->min_range;
     std::snprintf(stats_path, sizeof stats_path, "%s", config->stats.c_str());
+    ::clock_gettime(CLOCK_REALTIME, &started);
+    check_stats_destination();
     g.rt = rt->release();
     // Every mprotect goes through the hook (Runtime::protect): range_fault
     // may cache what it learns of managed memory's mappings.
     g.rt->protection_hooked(true);
     manage_program_bss(*g.rt, config->min_range);
-    log::get().info("configuration: {}", config->to_string());
+    log::get().info("uhmm {}: configuration: {}", Runtime::version(), config->to_string());
     log::get().info("{}", g.rt->describe());
     g.state.store(State::active, std::memory_order_release);
 }
@@ -146,6 +154,22 @@ std::string expand_stats_path() {
     return out;
 }
 
+// A stats= file that cannot be written is said at start, not only at exit:
+// a program may run for hours before its figures are lost.
+void check_stats_destination() noexcept {
+    if (!stats_path[0]) return;
+    try {
+        const std::string path = expand_stats_path();
+        const auto slash = path.rfind('/');
+        const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+        if (::access(dir.c_str(), W_OK | X_OK) == 0) return;
+        say("stats=" + path + ": cannot write in " + dir + " (" + std::strerror(errno) +
+            "); the statistics will not be kept");
+        stats_refused = true;
+    } catch (...) {
+    }
+}
+
 void finish() noexcept {
     // Only the process that runs the runtime: a fork()ed child's copy is
     // inert and its counters are the parent's (a child that execs gets a
@@ -157,9 +181,19 @@ void finish() noexcept {
     base::InternalScope internal;
     try {
         const std::string path = expand_stats_path();
+        // Without %p every process of a multi-process run (a pipeline, a
+        // build: children inherit UHMM_CONF) writes this one file and the
+        // last one wins. Say so when another process wrote it while this
+        // one ran, rather than lose its figures silently.
+        struct stat st {};
+        if (std::strstr(stats_path, "%p") == nullptr && ::stat(path.c_str(), &st) == 0 &&
+            (st.st_mtim.tv_sec > started.tv_sec ||
+             (st.st_mtim.tv_sec == started.tv_sec && st.st_mtim.tv_nsec >= started.tv_nsec)))
+            say("stats=" + path + ": another process wrote it while this one ran, and this one overwrites it; "
+                "add %p to the path for one file per process");
         const std::string json = g.rt->stats_json() + "\n";
         const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || ::write(fd, json.data(), json.size()) != static_cast<ssize_t>(json.size()))
+        if ((fd < 0 || ::write(fd, json.data(), json.size()) != static_cast<ssize_t>(json.size())) && !stats_refused)
             say("cannot write the statistics to " + path + ": " + std::strerror(errno));
         if (fd >= 0) ::close(fd);
     } catch (...) {

@@ -261,3 +261,40 @@ TEST_CASE("a shell pipeline, make -j2 of a small tree and Python's subprocess an
         check_managed(stats);
     }
 }
+
+// ---- statistics of multi-process runs -------------------------------------------------
+
+TEST_CASE("stats= without %p: a process overwriting the file another wrote during its run says so",
+          "[preload][conf]") {
+    Setting s;
+    // sleep starts first and ends last: true writes the file while sleep
+    // runs, then sleep overwrites it, and says so in one line.
+    const Command c{{"/bin/sh", "-c", "/bin/sleep 0.5 & /bin/true; wait"}, "shared-stats"};
+    const Outcome shared =
+        run_preloaded(c, s.tmp.path(), s.in.preload, "stats=" + s.tmp.file("one.json"));
+    REQUIRE(shared.exited_ok());
+    check_one_uhmm_line(shared, {"stats=", "another process wrote it", "%p"});
+    // With %p each process has its own file, and nothing is said.
+    Command per_pid = c;
+    per_pid.label = "per-pid-stats";
+    const Outcome own = run_preloaded(per_pid, s.tmp.path(), s.in.preload, "stats=" + s.stats_dir + "/uhmm-%p.json");
+    REQUIRE(own.exited_ok());
+    CHECK(read_file(own.err_path).empty());
+    CHECK(count_stats_files(s.stats_dir) >= 2);
+}
+
+TEST_CASE("stats= where nothing can be written is said once, at start, and the program runs as natively",
+          "[preload][conf]") {
+    Setting s;
+    const Command c{{"/usr/bin/python3", "-c", "import sys; print(sum(bytearray(4 << 20))); sys.stdout.flush()"},
+                    "unwritable-stats"};
+    const Outcome native = s.native(c);
+    REQUIRE(native.exited_ok());
+    Command pre = c;
+    pre.label += "-preload";
+    const Outcome preloaded =
+        run_preloaded(pre, s.tmp.path(), s.in.preload, "min_range=64K,stats=" + s.tmp.file("no/such/dir/%p.json"));
+    REQUIRE(preloaded.exited_ok());
+    CHECK(!files_differ(native.out_path, preloaded.out_path));
+    check_one_uhmm_line(preloaded, {"stats=", "cannot write in", "no/such/dir", "No such file or directory"});
+}
