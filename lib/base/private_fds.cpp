@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,8 +42,10 @@ constinit std::atomic<int> lowest{INT_MAX}, highest{-1};
 // that the child's table is what it would be natively.
 void close_all_in_child() noexcept {
     for (auto& s : slots) {
+        // Forgotten first, so that the preload library's close hook lets
+        // it through; libc's close, so that sanitizers see it too.
         const int fd = s.exchange(0, std::memory_order_relaxed) - 1;
-        if (fd >= 0) ::syscall(SYS_close, fd);
+        if (fd >= 0) ::close(fd);
     }
     lowest.store(INT_MAX, std::memory_order_relaxed);
     highest.store(-1, std::memory_order_relaxed);
@@ -81,7 +82,7 @@ int hide_fd(int fd) noexcept {
     if (const long base = hiding_base(); fd < base) {
         const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(base));
         if (moved >= 0) {
-            ::syscall(SYS_close, fd);
+            ::close(fd);   // not recorded yet: the close hook lets it through
             use = moved;
         }
     }
