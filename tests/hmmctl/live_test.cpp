@@ -4,8 +4,6 @@
 // byte of its block.
 #include <catch2/catch.hpp>
 
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -190,14 +188,7 @@ TEST_CASE("list shows each process with a runtime and forgets the stale sockets"
     // A socket left by a process that is gone (killed by a signal).
     const pid_t gone = unused_pid();
     const std::string stale = f.socket_of(gone);
-    {
-        const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", stale.c_str());
-        REQUIRE(::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
-        ::close(s);
-    }
+    REQUIRE(stale_socket(stale));
 
     const Ran r = f.ctl({"list", "--json"});
     INFO(r.describe());
