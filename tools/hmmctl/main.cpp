@@ -16,6 +16,7 @@
 #include "commands.hpp"
 #include "errors.hpp"
 #include "numbers.hpp"
+#include "usage.hpp"
 
 namespace hmmctl {
 
@@ -33,11 +34,34 @@ struct Raw {
     double timeout_s = 10;
 };
 
+// Seconds from `lo` to `hi`. CLI11's Range would say "Value 0 not in range
+// 0.000000 to 1797693134862315708145274237317043567980705675258...": its
+// bounds through std::to_string.
+CLI::Validator seconds_between(double lo, double hi) {
+    auto text = [](double v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", v);
+        return std::string(buf);
+    };
+    const std::string range = "between " + text(lo) + " and " + text(hi) + " seconds";
+    return CLI::Validator(
+        [lo, hi, range](std::string& input) {
+            double v = 0;
+            if (CLI::detail::lexical_cast(input, v) && v >= lo && v <= hi) return std::string();
+            return "must be " + range + ", not '" + input + "'";
+        },
+        "SECONDS " + range);
+}
+
+// --timeout: a reply may take at most an hour (a migration sends progress
+// lines as it goes, so this is per line, not per migration).
+constexpr double kTimeoutMin = 0.001, kTimeoutMax = 3600;
+
 void add_common(CLI::App* cmd, Common& common, Raw& raw, bool socket) {
     cmd->add_flag("--json", common.json, "print JSON (one object per line) instead of a table");
     if (socket)
         cmd->add_option("--timeout", raw.timeout_s, "seconds to wait for each reply of the process (default 10)")
-            ->check(CLI::PositiveNumber);
+            ->check(seconds_between(kTimeoutMin, kTimeoutMax));
 }
 
 pid_t pid_from(const std::string& text) {
@@ -126,19 +150,14 @@ int parse_and_run(int argc, char** argv) {
     add_common(watch_cmd, common, raw, true);
     watch_cmd->add_option("PID", raw.pid, "process id")->required();
     watch_cmd->add_option("--interval", watch.interval_s, "seconds between refreshes (default 1)")
-        ->check(CLI::Range(0.05, 3600.0));
+        ->check(seconds_between(0.05, 3600));
     watch_cmd->add_option("--count", watch.count, "stop after this many refreshes (default: until interrupted)");
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         if (e.get_exit_code() == 0) return app.exit(e);   // --help
-        std::fprintf(stderr, "hmmctl: %s\n", e.what());
-        if (run_cmd->parsed())
-            std::fprintf(stderr, "Usage: hmmctl run [OPTIONS] -- CMD [ARG...] (CMD's own options after --)\n");
-        else
-            std::fprintf(stderr, "Run 'hmmctl --help' (or 'hmmctl COMMAND --help') for usage.\n");
-        return exit_usage;
+        usage_error(usage_message(app, e));
     }
     common.timeout = std::chrono::milliseconds(static_cast<long long>(std::ceil(raw.timeout_s * 1000)));
 
