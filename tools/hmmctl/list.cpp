@@ -8,6 +8,7 @@
 #include "control/paths.hpp"
 #include "errors.hpp"
 #include "format.hpp"
+#include "printable.hpp"
 #include "sockets.hpp"
 
 namespace hmmctl {
@@ -49,7 +50,7 @@ int list_command(const Common& common) {
     if (processes.empty()) {
         std::string where;
         for (const auto& d : dirs) where += (where.empty() ? "" : ", ") + d.path;
-        std::printf("no process with a uhmm runtime (looked in %s)\n", where.c_str());
+        std::printf("no process with a uhmm runtime (looked in %s)\n", printable(where).c_str());
         return exit_ok;
     }
     Table t({"PID", "MANAGED", "HOST", "DEVICE", "POLICY", "COMMAND"}, {true, true, true, true, false, false});

@@ -16,6 +16,7 @@
 #include "commands.hpp"
 #include "errors.hpp"
 #include "numbers.hpp"
+#include "printable.hpp"
 #include "usage.hpp"
 
 namespace hmmctl {
@@ -180,12 +181,14 @@ int main(int argc, char** argv) {
     try {
         return hmmctl::parse_and_run(argc, argv);
     } catch (const hmmctl::Failure& f) {
+        // Messages quote what processes and users wrote (a command, a
+        // server's message): escaped, so that each stays one line.
         std::fflush(stdout);
-        std::fprintf(stderr, "hmmctl: %s\n", f.what());
+        std::fprintf(stderr, "hmmctl: %s\n", hmmctl::printable(f.what()).c_str());
         return f.exit_code();
     } catch (const std::exception& e) {
         std::fflush(stdout);
-        std::fprintf(stderr, "hmmctl: %s\n", e.what());
+        std::fprintf(stderr, "hmmctl: %s\n", hmmctl::printable(e.what()).c_str());
         return hmmctl::exit_failed;
     }
 }
