@@ -31,7 +31,7 @@ constexpr const char* kDescription =
 // The strings main() reads before they become numbers (ours, for messages
 // that name the argument and what it accepts).
 struct Raw {
-    std::string pid, addr, len, spec;
+    std::string pid, addr, len, spec, preload;
     double timeout_s = 10;
 };
 
@@ -117,6 +117,9 @@ int parse_and_run(int argc, char** argv) {
     run_cmd->add_option("--policy", run.policy, "placement policy: none, chaos, tier");
     run_cmd->add_option("--conf", run.conf, "more configuration, as UHMM_CONF: key=value,key=value");
     run_cmd->add_option("--stats", run.stats, "also keep the statistics (JSON) in FILE (%p: the process id)");
+    auto* preload = run_cmd->add_option("--preload", raw.preload,
+                                        "the libuhmm_preload.so to use (default: $UHMM_PRELOAD_LIB, else the one "
+                                        "beside hmmctl)");
     run_cmd->add_option("CMD", run.command, "the program and its arguments (after --)")->required();
 
     auto* list_cmd = app.add_subcommand("list", "processes with a live uhmm runtime");
@@ -160,6 +163,7 @@ int parse_and_run(int argc, char** argv) {
         if (e.get_exit_code() == 0) return app.exit(e);   // --help
         usage_error(usage_message(app, e));
     }
+    if (preload->count() > 0) run.preload = raw.preload;   // given, even empty (which is refused)
     common.timeout = std::chrono::milliseconds(static_cast<long long>(std::ceil(raw.timeout_s * 1000)));
 
     if (run_cmd->parsed()) return run_command(common, run);
