@@ -97,3 +97,35 @@ TEST_CASE("ranges outside the managed memory are refused by the process (exit 1 
     CHECK(t->ask("verify") == "OK");
     CHECK(t->finish("exit 0") == 0);
 }
+
+TEST_CASE("an unknown command or option is named in one line (exit 2)", "[bad-input]") {
+    Fixture f;
+    expect(f.ctl({"frobnicate"}), 2, "unknown command 'frobnicate'");
+    expect(f.ctl({"--bogus"}), 2, "unknown option '--bogus'");
+    expect(f.ctl({"--bogus", "list"}), 2, "unknown option '--bogus'");
+    expect(f.ctl({"list", "--bogus"}), 2, "list: unknown option '--bogus'");
+    expect(f.ctl({"list", "extra"}), 2, "list: unexpected argument 'extra'");
+    expect(f.ctl({"ranges", "1", "--frob"}), 2, "ranges: unknown option '--frob'");
+    // CMD's options before --: said, with where they go.
+    expect(f.ctl({"run", "--frob", "--", "/bin/true"}), 2, "run: unknown option '--frob'");
+    expect(f.ctl({"run", "--frob", "--", "/bin/true"}), 2, "CMD's own options go after --");
+    // No command at all: which there are.
+    expect(f.ctl({}), 2, "a command is required (commands: run, list,");
+    for (const auto& r : {f.ctl({"frobnicate"}), f.ctl({"--bogus"})}) CHECK_FALSE(contains(r.err, "A subcommand"));
+    // A missing argument: CLI11's words, one line, the command named.
+    expect(f.ctl({"migrate", "1", "0x1000"}), 2, "migrate: ");
+}
+
+TEST_CASE("--timeout and --interval out of range say their bounds in seconds (exit 2)", "[bad-input]") {
+    Fixture f;
+    const std::string timeout_range = "--timeout: must be between 0.001 and 3600 seconds";
+    for (const char* bad : {"0", "-1", "0.0001", "3601", "1e300", "nan", "inf", "soon", ""})
+        expect(f.ctl({"list", "--timeout", bad}), 2, timeout_range);
+    expect(f.ctl({"stat", "1", "--timeout", "0"}), 2, timeout_range + ", not '0'");
+    const Ran r = f.ctl({"list", "--timeout", "0"});
+    CHECK(r.err.size() < 200);   // not CLI11's 309-digit bound
+    expect(f.ctl({"watch", "1", "--interval", "0"}), 2, "--interval: must be between 0.05 and 3600 seconds");
+    // The bounds themselves are fine.
+    CHECK(f.ctl({"list", "--timeout", "0.001"}).status == 0);
+    CHECK(f.ctl({"list", "--timeout", "3600"}).status == 0);
+}

@@ -66,11 +66,13 @@ Ran Fixture::ctl_as_nobody(std::vector<std::string> args) const {
     return run(args);
 }
 
-std::unique_ptr<Target> Fixture::managed_target(unsigned mib, const std::string& conf) {
+std::unique_ptr<Target> Fixture::managed_target(unsigned mib, const std::string& conf,
+                                                const std::vector<std::string>& extra) {
     const std::string err = dir_.file("target-" + std::to_string(++targets_) + ".err");
     std::vector<std::string> argv{in_.hmmctl, "run", "--arena", "memfd", "--arena-size", "256M", "--conf",
                                   "min_range=1M,log=error" + (conf.empty() ? "" : "," + conf), "--",
                                   in_.target, std::to_string(mib)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     auto t = std::make_unique<Target>(argv, std::vector<std::string>{}, err);
     const bool ready = t->ready();
     INFO("target: " << t->last_line() << "\nits stderr:\n" << read_file(err));

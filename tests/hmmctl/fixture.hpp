@@ -22,9 +22,11 @@ public:
     // of the binary in a directory nobody may enter.
     Ran ctl_as_nobody(std::vector<std::string> args) const;
 
-    // The target (MiB mebibytes) under `hmmctl run` with policy none and a
-    // memfd arena: READY read and its socket there, or REQUIRE fails.
-    std::unique_ptr<Target> managed_target(unsigned mib = 64, const std::string& conf = "");
+    // The target (MiB mebibytes, then `extra` arguments it ignores) under
+    // `hmmctl run` with policy none and a memfd arena: READY read and its
+    // socket there, or REQUIRE fails.
+    std::unique_ptr<Target> managed_target(unsigned mib = 64, const std::string& conf = "",
+                                           const std::vector<std::string>& extra = {});
     // The target without uhmm.
     std::unique_ptr<Target> plain_target(unsigned mib = 16, bool hugepage = false);
 

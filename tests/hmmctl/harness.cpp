@@ -302,6 +302,23 @@ bool Raw::closed_by_server(int timeout_s) {
     }
 }
 
+int bound_socket(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return -1;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s >= 0 && ::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return s;
+    if (s >= 0) ::close(s);
+    return -1;
+}
+
+bool stale_socket(const std::string& path) {
+    const int s = bound_socket(path);
+    if (s >= 0) ::close(s);
+    return s >= 0;
+}
+
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
     std::stringstream s;

@@ -116,6 +116,13 @@ private:
     std::string buffer_;
 };
 
+// A Unix socket bound at `path`: its descriptor (the caller's to listen on and
+// close), or -1.
+int bound_socket(const std::string& path);
+// A Unix socket bound at `path` that nobody listens on (what a process killed
+// by a signal leaves behind); whether it was made.
+bool stale_socket(const std::string& path);
+
 std::string read_file(const std::string& path);
 bool contains(const std::string& text, const std::string& what);
 // A pid that no process has now.

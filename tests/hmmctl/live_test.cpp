@@ -4,12 +4,11 @@
 // byte of its block.
 #include <catch2/catch.hpp>
 
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "fixture.hpp"
@@ -210,14 +209,7 @@ TEST_CASE("list shows each process with a runtime and forgets the stale sockets"
     // A socket left by a process that is gone (killed by a signal).
     const pid_t gone = unused_pid();
     const std::string stale = f.socket_of(gone);
-    {
-        const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", stale.c_str());
-        REQUIRE(::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
-        ::close(s);
-    }
+    REQUIRE(stale_socket(stale));
 
     const Ran r = f.ctl({"list", "--json"});
     INFO(r.describe());
@@ -300,5 +292,39 @@ TEST_CASE("maps shows the device pages of a process that runs uhmm", "[live]") {
         }
     }
     CHECK(t->ask("verify") == "OK");
+    CHECK(t->finish("exit 0") == 0);
+}
+
+TEST_CASE("a command line with a newline or an escape sequence stays one line in list, watch and stat", "[live]") {
+    Fixture f;
+    const std::string raw = "first line\nsecond\x1b[2J";
+    const std::string shown = "first line\\nsecond\\x1b[2J";
+    auto t = f.managed_target(16, "", {raw});
+    const std::string pid = std::to_string(t->pid());
+    auto one_line_with = [&](const Ran& r, const std::string& start) {
+        INFO(r.describe());
+        CHECK(r.status == 0);
+        CHECK_FALSE(contains(r.out, "\x1b"));
+        std::istringstream lines(r.out);
+        std::string line;
+        bool found = false;
+        while (std::getline(lines, line)) {
+            line.erase(0, line.find_first_not_of(' '));   // PID is right-aligned
+            CHECK(line.rfind("second", 0) != 0);           // no row broken in two
+            if (line.rfind(start, 0) == 0 && contains(line, shown)) found = true;
+        }
+        CHECK(found);
+    };
+    one_line_with(f.ctl({"list"}), pid + " ");
+    one_line_with(f.ctl({"watch", pid, "--count", "1"}), "process " + pid + ": ");
+    one_line_with(f.ctl({"stat", pid}), "process " + pid + ": ");
+
+    // JSON is for programs: the exact text, escaped the JSON way.
+    const Ran j = f.ctl({"list", "--json"});
+    INFO(j.describe());
+    bool exact = false;
+    for (const auto& p : j.json().value("processes", nlohmann::json::array()))
+        if (u64(p, "pid") == static_cast<std::uint64_t>(t->pid())) exact = contains(p.value("command", ""), raw);
+    CHECK(exact);
     CHECK(t->finish("exit 0") == 0);
 }

@@ -1,10 +1,14 @@
 // hmmctl maps on a process without uhmm: its mappings from /proc/PID/maps
 // with resident, swapped and huge pages from /proc/PID/pagemap, checked
-// against what the target filled and against /proc/PID/smaps.
+// against what the target filled and against /proc/PID/smaps; and on a
+// kernel thread, which has none.
 #include <catch2/catch.hpp>
+
+#include <dirent.h>
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "fixture.hpp"
@@ -29,7 +33,63 @@ std::uint64_t anon_huge_kb(pid_t pid, std::uint64_t start) {
     return 0;
 }
 
+// A kernel thread's pid (PF_KTHREAD in /proc/PID/stat): kthreadd's, 2, when
+// it is one, else the first found; -1 when none is visible (a container's
+// pid namespace shows none).
+pid_t kernel_thread() {
+    auto is_kthread = [](pid_t pid) {
+        const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos) return false;
+        std::istringstream fields(stat.substr(close + 1));
+        std::string skip;
+        unsigned long flags = 0;
+        for (int i = 0; i < 6; ++i) fields >> skip;   // state ppid pgrp session tty tpgid
+        return static_cast<bool>(fields >> flags) && (flags & 0x00200000) != 0;
+    };
+    if (is_kthread(2)) return 2;
+    pid_t found = -1;
+    if (DIR* d = ::opendir("/proc")) {
+        while (const dirent* e = ::readdir(d)) {
+            const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+            if (pid > 0 && is_kthread(pid)) {
+                found = pid;
+                break;
+            }
+        }
+        ::closedir(d);
+    }
+    return found;
+}
+
 }  // namespace
+
+TEST_CASE("maps of a kernel thread says it has no user mappings (exit 0)", "[maps]") {
+    Fixture f;
+    const pid_t pid = kernel_thread();
+    if (pid < 0) {
+        WARN("no kernel thread is visible in this pid namespace: not checked");
+        return;
+    }
+    const std::string p = std::to_string(pid);
+    const Ran r = f.ctl({"maps", p});
+    INFO(r.describe());
+    CHECK(r.status == 0);
+    CHECK(r.err.empty());
+    CHECK(contains(r.out, "process " + p + " ("));
+    CHECK(contains(r.out, "is a kernel thread: it has no user mappings"));
+    CHECK_FALSE(contains(r.out, "no process"));
+
+    const Ran j = f.ctl({"maps", p, "--json"});
+    INFO(j.describe());
+    CHECK(j.status == 0);
+    const auto reply = j.json();
+    CHECK(reply.value("kernel_thread", false));
+    CHECK(reply.value("uhmm", true) == false);
+    CHECK(reply["mappings"].is_array());
+    CHECK(reply["mappings"].empty());
+    CHECK(u64(reply, "pid") == static_cast<std::uint64_t>(pid));
+}
 
 TEST_CASE("maps shows any process's mappings with resident and swapped and huge pages", "[maps]") {
     Fixture f;

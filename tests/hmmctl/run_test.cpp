@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "fixture.hpp"
@@ -121,4 +122,86 @@ TEST_CASE("hmmctl run passes SIGTERM on to the command and cleans up after it", 
     INFO(summary);
     CHECK(contains(summary, "killed by signal 15"));
     CHECK(std::filesystem::is_empty(tmp));   // the statistics' directory is gone
+}
+
+TEST_CASE("hmmctl run --preload and UHMM_PRELOAD_LIB name the library for a relocated hmmctl", "[run]") {
+    Fixture f;
+    ::unsetenv("UHMM_PRELOAD_LIB");   // ours to set, case by case
+    // hmmctl alone in a directory: no build tree or libdir beside it.
+    TempDir away("uhmm-hmmctl-away");
+    const std::string hmmctl = away.file("hmmctl");
+    std::filesystem::copy_file(f.inputs().hmmctl, hmmctl);
+    REQUIRE(::chmod(hmmctl.c_str(), 0755) == 0);
+    REQUIRE(::mkdir(away.file("lib").c_str(), 0700) == 0);
+    const std::string lib = away.file("lib/uhmm-copy.so");
+    std::filesystem::copy_file(f.inputs().preload, lib);
+    const std::string missing = away.file("nonexistent.so");
+    const std::string marker = away.file("marker");
+    auto run = [&](std::vector<std::string> options, std::vector<std::string> env, std::vector<std::string> cmd) {
+        options.insert(options.begin(), {hmmctl, "run", "--arena", "memfd"});
+        options.push_back("--");
+        options.insert(options.end(), cmd.begin(), cmd.end());
+        RunOptions o;
+        o.env = std::move(env);
+        return uhmm::hmmctl_test::run(options, o);
+    };
+    // CMD prints the LD_PRELOAD it got: the library first, by its absolute path.
+    const std::vector<std::string> show = {"/bin/sh", "-c", "echo \"$LD_PRELOAD\""};
+    auto preloaded = [&](const Ran& r) {
+        INFO(r.describe());
+        CHECK(r.status == 0);
+        CHECK(r.out == lib + "\n");
+    };
+
+    preloaded(run({"--preload", lib}, {}, show));
+    preloaded(run({}, {"UHMM_PRELOAD_LIB=" + lib}, show));
+    preloaded(run({"--preload", lib}, {"UHMM_PRELOAD_LIB=" + missing}, show));   // the option wins
+
+    // The copy is the runtime: the target's statistics come back in the summary.
+    const Ran managed = run({"--json", "--preload", lib}, {}, {f.inputs().target, "16"});
+    INFO(managed.describe());
+    CHECK(managed.status == 0);
+    CHECK(contains(managed.out, "READY"));
+    const auto last_line = managed.err.substr(managed.err.rfind('\n', managed.err.size() - 2) + 1);
+    const auto summary = nlohmann::json::parse(last_line, nullptr, false);
+    CHECK(summary.value("processes", 0) == 1);
+    CHECK(summary["stats"].is_object());
+
+    // A path that is no readable file: one line naming it and where it came
+    // from, exit 1, CMD never started. (As root every file is readable, so
+    // "unreadable" is not checked here.)
+    auto refused = [&](const Ran& r, const std::string& message) {
+        INFO(r.describe());
+        CHECK(r.status == 1);
+        CHECK(one_message(r.err, message));
+        CHECK(::access(marker.c_str(), F_OK) != 0);
+    };
+    const std::vector<std::string> touch = {"/usr/bin/touch", marker};
+    refused(run({"--preload", missing}, {"UHMM_PRELOAD_LIB=" + lib}, touch), "--preload " + missing + ": No such file");
+    refused(run({}, {"UHMM_PRELOAD_LIB=" + missing}, touch), "UHMM_PRELOAD_LIB " + missing + ": No such file");
+    refused(run({"--preload", away.path()}, {}, touch), "is not a regular file");
+    refused(run({"--preload", ""}, {"UHMM_PRELOAD_LIB=" + lib}, touch), "--preload is empty");
+    const std::string spaced = away.file("lib/with space.so");
+    std::filesystem::copy_file(f.inputs().preload, spaced);
+    refused(run({"--preload", spaced}, {}, touch), "LD_PRELOAD splits paths at spaces and colons");
+
+    // Neither, and nothing beside hmmctl: where it looked, and how to say where.
+    const char* libdir = std::getenv("UHMM_INSTALL_LIBDIR");   // meson's prefix/libdir (tests/hmmctl/meson.build)
+    const std::string installed = std::string(libdir ? libdir : "") + "/libuhmm_preload.so";
+    if (!libdir || ::access(installed.c_str(), F_OK) == 0) {
+        WARN(installed << " is installed (or UHMM_INSTALL_LIBDIR unset): 'not found' not checked");
+    } else {
+        const Ran none = run({}, {}, touch);
+        INFO(none.describe());
+        CHECK(none.status == 1);
+        CHECK(one_message(none.err, "cannot find libuhmm_preload.so"));
+        CHECK(contains(none.err, "--preload PATH or UHMM_PRELOAD_LIB"));
+        CHECK(::access(marker.c_str(), F_OK) != 0);
+    }
+
+    const Ran help = f.ctl({"run", "--help"});
+    INFO(help.describe());
+    CHECK(help.status == 0);
+    CHECK(contains(help.out, "--preload"));
+    CHECK(contains(help.out, "UHMM_PRELOAD_LIB"));
 }

@@ -28,22 +28,6 @@ constexpr std::size_t kMaxReplyLine = std::size_t{64} << 20;   // a ranges reply
 
 std::string errno_text(int err) { return std::strerror(err); }
 
-// 0 and the connected socket in `out`, or the errno of socket/connect.
-int try_connect(const std::string& path, uhmm::Fd& out) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) return ENAMETOOLONG;
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    uhmm::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return errno;
-    int r;
-    do r = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-    while (r != 0 && errno == EINTR);
-    if (r != 0) return errno;
-    out = std::move(fd);
-    return 0;
-}
-
 std::string joined(const std::vector<std::string>& dirs) {
     std::string out;
     for (const auto& d : dirs) out += (out.empty() ? "" : ", ") + d;
@@ -64,6 +48,21 @@ int millis_left(std::chrono::steady_clock::time_point deadline) {
 
 }  // namespace
 
+int connect_unix(const std::string& path, uhmm::Fd& out) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return ENAMETOOLONG;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    uhmm::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return errno;
+    int r;
+    do r = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    while (r != 0 && errno == EINTR);
+    if (r != 0) return errno;
+    out = std::move(fd);
+    return 0;
+}
+
 Client Client::connect(pid_t pid, std::chrono::milliseconds timeout) {
     const std::string p = std::to_string(pid);
     const auto uid = uhmm::control::process_uid(pid);
@@ -73,7 +72,7 @@ Client Client::connect(pid_t pid, std::chrono::milliseconds timeout) {
     for (const auto& dir : dirs) {
         const std::string path = uhmm::control::socket_path(dir, pid);
         uhmm::Fd fd;
-        const int err = try_connect(path, fd);
+        const int err = connect_unix(path, fd);
         if (err == 0) {
             Client c(std::move(fd), pid, path, timeout);
             c.say_hello();
@@ -100,7 +99,7 @@ Client Client::connect(pid_t pid, std::chrono::milliseconds timeout) {
 
 Client Client::connect_path(const std::string& path, pid_t pid, std::chrono::milliseconds timeout) {
     uhmm::Fd fd;
-    const int err = try_connect(path, fd);
+    const int err = connect_unix(path, fd);
     if (err == EACCES || err == EPERM) fail("permission denied: cannot reach " + path);
     if (err == ECONNREFUSED) fail(path + " is a stale socket: nobody listens on it");
     if (err != 0) fail("cannot connect to " + path + ": " + errno_text(err));

@@ -21,6 +21,10 @@
 
 namespace hmmctl {
 
+// Connects a stream socket to the Unix socket at `path`: 0 with the socket in
+// `out`, or the errno of socket/connect (ECONNREFUSED: nobody listens there).
+int connect_unix(const std::string& path, uhmm::Fd& out);
+
 class Client {
 public:
     using Progress = std::function<void(const nlohmann::json& progress)>;

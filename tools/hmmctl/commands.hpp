@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@ struct Common {
 
 struct RunOptions {
     std::string arena, arena_size, policy, conf, stats;   // empty: not given
+    std::optional<std::string> preload;                   // --preload; none: $UHMM_PRELOAD_LIB or found
     std::vector<std::string> command;                     // CMD and its arguments
 };
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cinttypes>
 
+#include "printable.hpp"
+
 namespace hmmctl {
 
 std::string fixed(double value, int decimals) {
@@ -78,6 +80,7 @@ Table::Table(std::vector<std::string> header, std::vector<bool> right) : right_(
 
 void Table::add(std::vector<std::string> row) {
     row.resize(rows_.front().size());
+    for (auto& cell : row) cell = printable(cell);   // one row stays one line
     rows_.push_back(std::move(row));
 }
 

@@ -27,7 +27,8 @@ std::string arena_use(const nlohmann::json& stats);
 std::uint64_t number_or(const nlohmann::json& j, const char* key, std::uint64_t otherwise);
 
 // Columns aligned with two spaces between them; the header row first (not
-// printed when every heading is empty).
+// printed when every heading is empty). Control characters in cells are
+// escaped (printable.hpp), so that each row is one line.
 // Columns named in `right` are right-aligned (numbers).
 class Table {
 public:

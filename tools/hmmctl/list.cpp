@@ -1,39 +1,19 @@
 // hmmctl list: every process with a live runtime, found by its socket in
 // the directories control::all_dirs() names (root looks in every user's).
 // A socket whose process is gone (killed by a signal, so it could not remove
-// it) is removed here, as docs/CONTROL.md promises.
-#include <dirent.h>
-#include <unistd.h>
-
-#include <map>
-
+// it) is removed here, as docs/CONTROL.md promises, when it is ours and
+// nobody answers on it (sockets.hpp says what is read and what is removed).
 #include "client.hpp"
 #include "commands.hpp"
 #include "control/paths.hpp"
 #include "errors.hpp"
 #include "format.hpp"
-#include "numbers.hpp"
+#include "printable.hpp"
+#include "sockets.hpp"
 
 namespace hmmctl {
 
 namespace {
-
-// pid → socket path of every "<pid>.sock" in `dirs` (the first one found wins).
-std::map<pid_t, std::string> sockets_in(const std::vector<std::string>& dirs) {
-    std::map<pid_t, std::string> found;
-    for (const auto& dir : dirs) {
-        DIR* d = ::opendir(dir.c_str());
-        if (!d) continue;
-        while (const dirent* e = ::readdir(d)) {
-            const std::string name = e->d_name;
-            if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".sock") != 0) continue;
-            if (const auto pid = parse_pid(name.substr(0, name.size() - 5), nullptr))
-                found.emplace(*pid, dir + "/" + name);
-        }
-        ::closedir(d);
-    }
-    return found;
-}
 
 nlohmann::json describe(pid_t pid, const std::string& path, std::chrono::milliseconds timeout) {
     try {
@@ -56,12 +36,12 @@ nlohmann::json describe(pid_t pid, const std::string& path, std::chrono::millise
 int list_command(const Common& common) {
     const auto dirs = uhmm::control::all_dirs();
     nlohmann::json processes = nlohmann::json::array();
-    for (const auto& [pid, path] : sockets_in(dirs)) {
+    for (const auto& [pid, socket] : find_sockets(dirs)) {
         if (!uhmm::control::process_uid(pid)) {
-            ::unlink(path.c_str());   // its process is gone
+            remove_stale(socket);   // its process is gone
             continue;
         }
-        processes.push_back(describe(pid, path, common.timeout));
+        processes.push_back(describe(pid, socket.path(), common.timeout));
     }
     if (common.json) {
         print_json({{"processes", processes}});
@@ -69,8 +49,8 @@ int list_command(const Common& common) {
     }
     if (processes.empty()) {
         std::string where;
-        for (const auto& d : dirs) where += (where.empty() ? "" : ", ") + d;
-        std::printf("no process with a uhmm runtime (looked in %s)\n", where.c_str());
+        for (const auto& d : dirs) where += (where.empty() ? "" : ", ") + d.path;
+        std::printf("no process with a uhmm runtime (looked in %s)\n", printable(where).c_str());
         return exit_ok;
     }
     Table t({"PID", "MANAGED", "HOST", "DEVICE", "POLICY", "COMMAND"}, {true, true, true, true, false, false});

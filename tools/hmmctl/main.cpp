@@ -18,6 +18,8 @@
 #include "commands.hpp"
 #include "errors.hpp"
 #include "numbers.hpp"
+#include "printable.hpp"
+#include "usage.hpp"
 
 namespace hmmctl {
 
@@ -31,15 +33,38 @@ constexpr const char* kDescription =
 // The strings main() reads before they become numbers (ours, for messages
 // that name the argument and what it accepts).
 struct Raw {
-    std::string pid, addr, len, spec;
+    std::string pid, addr, len, spec, preload;
     double timeout_s = 10;
 };
+
+// Seconds from `lo` to `hi`. CLI11's Range would say "Value 0 not in range
+// 0.000000 to 1797693134862315708145274237317043567980705675258...": its
+// bounds through std::to_string.
+CLI::Validator seconds_between(double lo, double hi) {
+    auto text = [](double v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", v);
+        return std::string(buf);
+    };
+    const std::string range = "between " + text(lo) + " and " + text(hi) + " seconds";
+    return CLI::Validator(
+        [lo, hi, range](std::string& input) {
+            double v = 0;
+            if (CLI::detail::lexical_cast(input, v) && v >= lo && v <= hi) return std::string();
+            return "must be " + range + ", not '" + input + "'";
+        },
+        "SECONDS " + range);
+}
+
+// --timeout: a reply may take at most an hour (a migration sends progress
+// lines as it goes, so this is per line, not per migration).
+constexpr double kTimeoutMin = 0.001, kTimeoutMax = 3600;
 
 void add_common(CLI::App* cmd, Common& common, Raw& raw, bool socket) {
     cmd->add_flag("--json", common.json, "print JSON (one object per line) instead of a table");
     if (socket)
         cmd->add_option("--timeout", raw.timeout_s, "seconds to wait for each reply of the process (default 10)")
-            ->check(CLI::PositiveNumber);
+            ->check(seconds_between(kTimeoutMin, kTimeoutMax));
 }
 
 pid_t pid_from(const std::string& text) {
@@ -95,6 +120,9 @@ int parse_and_run(int argc, char** argv) {
     run_cmd->add_option("--policy", run.policy, "placement policy: none, chaos, tier");
     run_cmd->add_option("--conf", run.conf, "more configuration, as UHMM_CONF: key=value,key=value");
     run_cmd->add_option("--stats", run.stats, "also keep the statistics (JSON) in FILE (%p: the process id)");
+    auto* preload = run_cmd->add_option("--preload", raw.preload,
+                                        "the libuhmm_preload.so to use (default: $UHMM_PRELOAD_LIB, else the one "
+                                        "beside hmmctl)");
     run_cmd->add_option("CMD", run.command, "the program and its arguments (after --)")->required();
 
     auto* list_cmd = app.add_subcommand("list", "processes with a live uhmm runtime");
@@ -129,20 +157,16 @@ int parse_and_run(int argc, char** argv) {
     add_common(watch_cmd, common, raw, true);
     watch_cmd->add_option("PID", raw.pid, "process id")->required();
     watch_cmd->add_option("--interval", watch.interval_s, "seconds between refreshes (default 1)")
-        ->check(CLI::Range(0.05, 3600.0));
+        ->check(seconds_between(0.05, 3600));
     watch_cmd->add_option("--count", watch.count, "stop after this many refreshes (default: until interrupted)");
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         if (e.get_exit_code() == 0) return app.exit(e);   // --help
-        std::fprintf(stderr, "hmmctl: %s\n", e.what());
-        if (run_cmd->parsed())
-            std::fprintf(stderr, "Usage: hmmctl run [OPTIONS] -- CMD [ARG...] (CMD's own options after --)\n");
-        else
-            std::fprintf(stderr, "Run 'hmmctl --help' (or 'hmmctl COMMAND --help') for usage.\n");
-        return exit_usage;
+        usage_error(usage_message(app, e));
     }
+    if (preload->count() > 0) run.preload = raw.preload;   // given, even empty (which is refused)
     common.timeout = std::chrono::milliseconds(static_cast<long long>(std::ceil(raw.timeout_s * 1000)));
 
     if (run_cmd->parsed()) return run_command(common, run);
@@ -164,12 +188,14 @@ int main(int argc, char** argv) {
     try {
         return hmmctl::parse_and_run(argc, argv);
     } catch (const hmmctl::Failure& f) {
+        // Messages quote what processes and users wrote (a command, a
+        // server's message): escaped, so that each stays one line.
         std::fflush(stdout);
-        std::fprintf(stderr, "hmmctl: %s\n", f.what());
+        std::fprintf(stderr, "hmmctl: %s\n", hmmctl::printable(f.what()).c_str());
         return f.exit_code();
     } catch (const std::exception& e) {
         std::fflush(stdout);
-        std::fprintf(stderr, "hmmctl: %s\n", e.what());
+        std::fprintf(stderr, "hmmctl: %s\n", hmmctl::printable(e.what()).c_str());
         return hmmctl::exit_failed;
     }
 }

@@ -12,6 +12,10 @@
 // Device pages of a managed range are counted in the mapping that holds the
 // range's start (a range that mprotect split over several mappings is
 // counted in its first).
+//
+// A kernel thread (kthreadd, pid 2 outside containers) has no address space:
+// it is shown as such, with no mappings and exit status 0, since that is the
+// true answer and not a failure.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "client.hpp"
@@ -27,6 +32,7 @@
 #include "control/paths.hpp"
 #include "errors.hpp"
 #include "format.hpp"
+#include "printable.hpp"
 
 namespace hmmctl {
 
@@ -37,6 +43,7 @@ constexpr std::uint64_t kUnwalkedNoAccess = std::uint64_t{1} << 30;
 constexpr std::uint64_t kPresent = std::uint64_t{1} << 63, kSwapped = std::uint64_t{1} << 62;
 constexpr std::uint64_t kPfnMask = (std::uint64_t{1} << 55) - 1;
 constexpr std::uint64_t kKpfHuge = std::uint64_t{1} << 17, kKpfThp = std::uint64_t{1} << 22;
+constexpr unsigned long kPfKthread = 0x00200000;   // PF_KTHREAD, include/linux/sched.h
 
 struct Mapping {
     std::uint64_t start = 0, end = 0, offset = 0;
@@ -67,6 +74,39 @@ std::string read_proc(pid_t pid, const std::string& file) {
         if (n == 0) return text;
         text.append(buf, static_cast<std::size_t>(n));
     }
+}
+
+// The name of `pid` when it is a kernel thread (PF_KTHREAD in the flags of
+// /proc/PID/stat), nullopt when it is not. Its maps would read as empty and
+// its pagemap would not open (ESRCH), which looks like "no process".
+std::optional<std::string> kernel_thread_name(pid_t pid) {
+    const std::string stat = read_proc(pid, "stat");
+    // "PID (COMM) STATE PPID PGRP SESSION TTY TPGID FLAGS ...": COMM may hold
+    // spaces and parentheses, so the fields are counted from the last ')'.
+    const auto open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+    std::istringstream fields(stat.substr(close + 1));
+    std::string state;
+    long ppid = 0, pgrp = 0, session = 0, tty = 0, tpgid = 0;
+    unsigned long flags = 0;
+    if (!(fields >> state >> ppid >> pgrp >> session >> tty >> tpgid >> flags) || !(flags & kPfKthread))
+        return std::nullopt;
+    return stat.substr(open + 1, close - open - 1);
+}
+
+int kernel_thread(const Common& common, pid_t pid, const std::string& name) {
+    if (common.json) {
+        print_json({{"pid", pid},
+                    {"uhmm", false},
+                    {"kernel_thread", true},
+                    {"mappings", nlohmann::json::array()},
+                    {"resident_pages", 0},
+                    {"swapped_pages", 0},
+                    {"huge_pages", 0}});
+    } else {
+        std::printf("process %d (%s) is a kernel thread: it has no user mappings\n", pid, printable(name).c_str());
+    }
+    return exit_ok;
 }
 
 std::vector<Mapping> parse_maps(const std::string& text) {
@@ -202,6 +242,7 @@ std::string pages_text(const Mapping& m, std::uint64_t pages, bool known) {
 
 int maps_command(const Common& common, pid_t pid) {
     if (!uhmm::control::process_uid(pid)) fail("no process " + std::to_string(pid));
+    if (const auto name = kernel_thread_name(pid)) return kernel_thread(common, pid, *name);
     auto maps = parse_maps(read_proc(pid, "maps"));
     if (!walk_pagemap(pid, maps)) huge_from_smaps(pid, maps);
     const bool uhmm = add_device_pages(pid, common.timeout, maps);

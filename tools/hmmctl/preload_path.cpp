@@ -1,11 +1,21 @@
-// Where libuhmm_preload.so is, seen from hmmctl's own path (/proc/self/exe):
-// the build tree first, so that a build runs its own library, then the
-// installed places. UHMM_INSTALL_LIBDIR comes from meson (prefix/libdir).
+// Which libuhmm_preload.so CMD gets (see run.hpp): the one named by --preload
+// or $UHMM_PRELOAD_LIB, so that an hmmctl copied away from its build or
+// install tree can still run programs, else the one seen from hmmctl's own
+// path (/proc/self/exe): the build tree first, so that a build runs its own
+// library, then the installed places. UHMM_INSTALL_LIBDIR comes from meson
+// (prefix/libdir).
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 
+#include <uhmm/fd.hpp>
+
+#include "errors.hpp"
 #include "run.hpp"
 
 #ifndef UHMM_INSTALL_LIBDIR
@@ -16,6 +26,25 @@
 #endif
 
 namespace hmmctl {
+
+namespace {
+
+// `path` made absolute, after checking that it opens for reading and is a
+// regular file (the dynamic loader would only skip it with a warning, and CMD
+// would run without uhmm). `from` says where the path came from.
+std::string readable_file(const std::string& path, const std::string& from) {
+    if (path.empty()) fail(from + " is empty: expected the path of libuhmm_preload.so");
+    uhmm::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) fail(from + " " + path + ": " + std::strerror(errno));
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) fail(from + " " + path + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) fail(from + " " + path + " is not a regular file (expected libuhmm_preload.so)");
+    char real[PATH_MAX];
+    if (!::realpath(path.c_str(), real)) fail(from + " " + path + ": " + std::strerror(errno));
+    return real;
+}
+
+}  // namespace
 
 std::optional<std::string> find_preload_library(std::string* looked) {
     constexpr const char* kName = "libuhmm_preload.so";
@@ -39,6 +68,26 @@ std::optional<std::string> find_preload_library(std::string* looked) {
         for (const auto& c : candidates) *looked += (looked->empty() ? "" : ", ") + c;
     }
     return std::nullopt;
+}
+
+std::string preload_library(const std::optional<std::string>& option) {
+    std::string path;
+    if (option) {
+        path = readable_file(*option, "--preload");
+    } else if (const char* env = std::getenv("UHMM_PRELOAD_LIB"); env && *env) {
+        path = readable_file(env, "UHMM_PRELOAD_LIB");
+    } else {
+        std::string looked;
+        const auto found = find_preload_library(&looked);
+        if (!found)
+            fail("cannot find libuhmm_preload.so (looked in " + looked +
+                 "; name it with --preload PATH or UHMM_PRELOAD_LIB)");
+        path = *found;
+    }
+    // The loader splits LD_PRELOAD at spaces and colons, with no escape.
+    if (path.find_first_of(" :") != std::string::npos)
+        fail(path + " cannot be preloaded: LD_PRELOAD splits paths at spaces and colons");
+    return path;
 }
 
 }  // namespace hmmctl

@@ -165,15 +165,13 @@ pid_t start(std::vector<std::string> argv, std::vector<std::string> env, SignalG
 int run_command(const Common& common, const RunOptions& o) {
     StatsDir dir;
     const std::string conf = configuration(o, dir.path() + "/uhmm-%p.json");
-    std::string looked;
-    const auto preload = find_preload_library(&looked);
-    if (!preload) fail("cannot find libuhmm_preload.so (looked in " + looked + ")");
+    const std::string preload = preload_library(o.preload);
 
     RunEnd end;
     end.command = o.command;
     SignalGuard signals;
     const auto t0 = std::chrono::steady_clock::now();
-    end.pid = start(o.command, environment(*preload, conf), signals);
+    end.pid = start(o.command, environment(preload, conf), signals);
     forward_to.store(end.pid);
     int status = 0;
     while (::waitpid(end.pid, &status, 0) < 0) {

@@ -1,5 +1,5 @@
-// hmmctl run's parts: where libuhmm_preload.so is, and the summary printed
-// when the program ends.
+// hmmctl run's parts: which libuhmm_preload.so CMD gets, and the summary
+// printed when the program ends.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +17,12 @@ namespace hmmctl {
 // installed (the libdir beside hmmctl's bindir, then the configured libdir).
 // An absolute path, or nullopt with the places looked in, in `*looked`.
 std::optional<std::string> find_preload_library(std::string* looked);
+// The library CMD gets: `option` (--preload) when given, else
+// $UHMM_PRELOAD_LIB when set and not empty, else find_preload_library(). A named one must
+// be a readable regular file. An absolute path, since LD_PRELOAD is read by
+// every program CMD starts, in whatever directory; a Failure (exit 1) that
+// names the path and where it came from otherwise.
+std::string preload_library(const std::optional<std::string>& option);
 
 // How the program ended and what the runtime counted, for the summary.
 struct RunEnd {

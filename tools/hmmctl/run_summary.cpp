@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "format.hpp"
+#include "printable.hpp"
 #include "run.hpp"
 
 namespace hmmctl {
@@ -71,7 +72,7 @@ std::string latency(const nlohmann::json& s, const char* key) {
 }
 
 std::string how_it_ended(const RunEnd& end) {
-    const std::string name = end.command.empty() ? "?" : end.command.front();
+    const std::string name = end.command.empty() ? "?" : printable(end.command.front());
     if (end.signal)
         return name + " was killed by signal " + std::to_string(end.signal) + " (" + strsignal(end.signal) + ")";
     return name + " exited with status " + std::to_string(end.exit_status);

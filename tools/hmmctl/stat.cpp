@@ -4,6 +4,7 @@
 #include "commands.hpp"
 #include "errors.hpp"
 #include "format.hpp"
+#include "printable.hpp"
 
 namespace hmmctl {
 
@@ -28,8 +29,8 @@ int stat_command(const Common& common, pid_t pid) {
         return exit_ok;
     }
     const auto& hello = client.hello();
-    std::printf("process %d: %s\n", pid, hello.value("command", std::string("?")).c_str());
-    std::printf("uhmm           %s\n", s.value("version", std::string("?")).c_str());
+    std::printf("process %d: %s\n", pid, printable(hello.value("command", std::string("?"))).c_str());
+    std::printf("uhmm           %s\n", printable(s.value("version", std::string("?"))).c_str());
     Table t({"", ""});
     t.add({"policy", field(s, "policy") + "  (" + field(s, "policy_rounds") + " rounds, " + field(s, "migrations") +
                          " migrations)"});

@@ -19,6 +19,7 @@
 #include "control/paths.hpp"
 #include "errors.hpp"
 #include "format.hpp"
+#include "printable.hpp"
 
 namespace hmmctl {
 
@@ -72,7 +73,7 @@ void draw(pid_t pid, const nlohmann::json& hello, const Sample& s, const nlohman
     char clock[16];
     std::strftime(clock, sizeof clock, "%H:%M:%S", std::localtime(&now));
     std::printf("process %d: %s    every %s s, Ctrl-C to stop    %s\n\n", pid,
-                hello.value("command", std::string("?")).c_str(), fixed(interval_s, 1).c_str(), clock);
+                printable(hello.value("command", std::string("?"))).c_str(), fixed(interval_s, 1).c_str(), clock);
     auto pages = [&](const char* k) { return human_bytes(number_or(res, k, 0) * 4096); };
     Table t({"", ""});
     t.add({"residency", "host " + pages("host_pages") + ", device " + pages("device_pages") + ", migrating " +
