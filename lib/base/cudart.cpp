@@ -13,17 +13,19 @@ namespace {
 #define UHMM_STRINGIFY(x) #x
 #define UHMM_EXPANDED_NAME(x) UHMM_STRINGIFY(x)
 
-// libcudart.so.<major>: CUDART_VERSION is major * 1000 + minor * 10.
-const std::string kSoname = "libcudart.so." + std::to_string(CUDART_VERSION / 1000);
+// libcudart.so.<major>: CUDART_VERSION is major * 1000 + minor * 10. A
+// function, not a namespace-scope string: the preload library's constructor
+// may get here before this file's static initialisers have run.
+std::string soname() { return "libcudart.so." + std::to_string(CUDART_VERSION / 1000); }
 
-void* open_library(std::string& tried) {
-    if (void* h = ::dlopen(kSoname.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
+void* open_library(const std::string& library, std::string& tried) {
+    if (void* h = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
     tried = ::dlerror();
     const char* home = std::getenv("CUDA_HOME");
     for (const char* dir : {home, static_cast<const char*>(UHMM_CUDA_LIBDIR_FALLBACK)}) {
         if (dir == nullptr || *dir == '\0') continue;
         const std::string lib64 = std::string(dir) + (std::string(dir).ends_with("lib64") ? "" : "/lib64");
-        if (void* h = ::dlopen((lib64 + "/" + kSoname).c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
+        if (void* h = ::dlopen((lib64 + "/" + library).c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
     }
     return nullptr;
 }
@@ -36,16 +38,17 @@ struct Loaded {
 
 Loaded load() {
     Loaded l;
+    const std::string library = soname();
     std::string tried;
-    void* h = open_library(tried);
+    void* h = open_library(library, tried);
     if (h == nullptr) {
-        l.why = "cannot load the CUDA runtime (" + kSoname + "): " + tried;
+        l.why = "cannot load the CUDA runtime (" + library + "): " + tried;
         return l;
     }
 #define UHMM_CUDART_LOOKUP(name)                                                                 \
     l.table.name = reinterpret_cast<decltype(&::name)>(::dlsym(h, UHMM_EXPANDED_NAME(name)));    \
     if (l.table.name == nullptr) {                                                               \
-        l.why = kSoname + " lacks " UHMM_EXPANDED_NAME(name);                                    \
+        l.why = library + " lacks " UHMM_EXPANDED_NAME(name);                                    \
         return l;                                                                                \
     }
     UHMM_CUDART_FUNCTIONS(UHMM_CUDART_LOOKUP)

@@ -33,7 +33,10 @@ namespace {
 
 alignas(Blocks) unsigned char blocks_storage[sizeof(Blocks)];
 char stats_path[4096];   // UHMM_CONF's stats=, %p not yet replaced
-timespec started{};      // when this process's runtime started (CLOCK_REALTIME, as file times)
+// When this process's runtime started, on the clock file times are taken
+// from: the kernel stamps files with the coarse (tick) clock, and a fine
+// clock would place a write a few milliseconds after start before it.
+timespec started{};
 bool stats_refused = false;   // said at start that stats= cannot be written: not again at exit
 
 void check_stats_destination() noexcept;   // below, with expand_stats_path
@@ -117,15 +120,18 @@ void start() {
     ::pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     auto rt = Runtime::create(*config, &why);
     if (!rt) {
-        say("userfaultfd is not available here (" + (why.empty() ? rt.error().message() : why) +
-            "); running unmanaged");
+        // The runtime's reasons name their part: "userfaultfd ...", "arena: ...",
+        // "engine: ...". Blame userfaultfd only when it is the one.
+        const std::string reason = why.empty() ? rt.error().message() : why;
+        say((reason.starts_with("userfaultfd") ? "" : "the runtime cannot start here: ") + reason +
+            "; running unmanaged");
         g.state.store(State::off, std::memory_order_release);
         return;
     }
     g.blocks = new (blocks_storage) Blocks;
     g.min_range = config->min_range;
     std::snprintf(stats_path, sizeof stats_path, "%s", config->stats.c_str());
-    ::clock_gettime(CLOCK_REALTIME, &started);
+    ::clock_gettime(CLOCK_REALTIME_COARSE, &started);
     check_stats_destination();
     g.rt = rt->release();
     // Every mprotect goes through the hook (Runtime::protect): range_fault

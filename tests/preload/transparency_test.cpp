@@ -267,9 +267,12 @@ TEST_CASE("a shell pipeline, make -j2 of a small tree and Python's subprocess an
 TEST_CASE("stats= without %p: a process overwriting the file another wrote during its run says so",
           "[preload][conf]") {
     Setting s;
-    // sleep starts first and ends last: true writes the file while sleep
-    // runs, then sleep overwrites it, and says so in one line.
-    const Command c{{"/bin/sh", "-c", "/bin/sleep 0.5 & /bin/true; wait"}, "shared-stats"};
+    // Python starts before its child and ends after it, whatever the load:
+    // true writes the file while python runs, then python overwrites it,
+    // and says so in one line. (Not a shell: dash leaves through _exit,
+    // and writes no statistics at all.)
+    const Command c{{"/usr/bin/python3", "-c", "import subprocess; subprocess.run(['/bin/true'], check=True)"},
+                    "shared-stats"};
     const Outcome shared =
         run_preloaded(c, s.tmp.path(), s.in.preload, "stats=" + s.tmp.file("one.json"));
     REQUIRE(shared.exited_ok());
