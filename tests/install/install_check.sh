@@ -4,9 +4,12 @@
 # `pkg-config --cflags --libs uhmm`, and run it. Also checks what a packager
 # looks at: the shared library's soname, uhmm.pc's version, and that the
 # installed headers need no private header of the tree.
-#   install_check.sh BUILD_DIR CONSUMER_CPP VERSION
+#   install_check.sh BUILD_DIR CONSUMER_CPP VERSION [SANITIZERS]
+# SANITIZERS: the build's b_sanitize (none, address,undefined, ...): a
+# library built with sanitizers needs programs built with them, as a user of
+# such a build would compile theirs.
 set -eu
-build=$1 consumer=$2 version=$3
+build=$1 consumer=$2 version=$3 sanitize=${4:-none}
 dest=$(mktemp -d "${TMPDIR:-/tmp}/uhmm-install-XXXXXX")
 trap 'rm -rf "$dest"' EXIT
 fail() { echo "install_check: $*" >&2; exit 1; }
@@ -38,7 +41,9 @@ foreign=$(nm -D --defined-only -C "$lib" | cut -d' ' -f3- |
 
 # The user's build: outside the tree, nothing but the installed files.
 cd "$dest"
-c++ -std=c++20 -Wall -Wextra -o consumer "$consumer" $flags || fail "the consumer does not compile and link"
+sanitize_flags=
+[ "$sanitize" = none ] || sanitize_flags="-fsanitize=$sanitize"
+c++ -std=c++20 -Wall -Wextra $sanitize_flags -o consumer "$consumer" $flags || fail "the consumer does not compile and link"
 status=0
 LD_LIBRARY_PATH="$libdir" ./consumer || status=$?
 [ "$status" -eq 77 ] && exit 77
