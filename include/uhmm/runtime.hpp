@@ -89,7 +89,10 @@ struct RuntimeConfig {
     // the user's to give: arena=hugepage).
     devmem::ArenaSpec arena = default_arena();
     migrate::EngineKind engine = migrate::EngineKind::automatic;   // engine=
-    unsigned fault_threads = 1;                       // fault_threads=: uffd reader threads
+    // fault_threads=: uffd reader threads; 0 is auto, one kept on each CPU the
+    // process may run on (at most 8), so that a fault is served on the CPU
+    // that took it, with no cross-CPU wake-up.
+    unsigned fault_threads = 0;
     // fault_around=: the most a CPU fault brings back at once (device pages of
     // the same aligned block, or zero-filled never-touched pages). The window
     // doubles while faults walk the range in order, up or down (four walks

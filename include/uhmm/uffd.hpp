@@ -20,8 +20,8 @@
 #include <string>
 #include <system_error>
 #include <thread>
-#include <variant>
 #include <vector>
+#include <variant>
 
 #include <uhmm/fd.hpp>
 #include <uhmm/result.hpp>
@@ -229,6 +229,12 @@ public:
 
 struct MonitorOptions {
     unsigned threads = 1;             // reader threads
+    // Where reader i runs: pinned to cpus[i] when given (one per reader),
+    // else wherever the scheduler puts it. A reader kept on each CPU serves a
+    // fault on the CPU that took it: the faulting thread has just slept there,
+    // so the reader runs without a cross-CPU wake-up, and so does the faulting
+    // thread when its page is in (see lib/runtime/reader_placement.cpp).
+    std::vector<int> cpus{};
     unsigned batch = 64;              // messages per read(2)
     unsigned retry_interval_us = 200; // re-drive cadence while faults are parked
 };
@@ -264,6 +270,8 @@ public:
     bool running() const noexcept { return running_.load(std::memory_order_acquire); }
 
     MonitorStats stats() const noexcept;
+    unsigned threads() const noexcept { return options_.threads; }
+    bool pinned() const noexcept { return !options_.cpus.empty(); }
 
     // Wait until every event read so far has been handled. An event's caller
     // (madvise, munmap, mremap) returns once its event is read, before the
@@ -272,7 +280,7 @@ public:
     void wait_events_handled() noexcept;
 
 private:
-    void reader_loop(std::latch& ready) noexcept;
+    void reader_loop(unsigned index, std::latch& ready) noexcept;
     // Handle a batch once `after` event batches are handled; `ticket` is the
     // batch's own number when it holds events (0 otherwise).
     void dispatch(std::vector<Event>& events, std::uint64_t after, std::uint64_t ticket) noexcept;

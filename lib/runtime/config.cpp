@@ -22,7 +22,8 @@ constexpr std::array kKnobs = {
     Knob{"arena_size", "1G", "bytes", "most device memory the arena may hold (K/M/G/T suffixes, whole 2M chunks)"},
     Knob{"arena_reserve", "off", "on|off", "hugepage arena: reserve the huge pages it needs (root)"},
     Knob{"engine", "auto", "", "copy engine: auto, io_uring, memcpy, cuda"},
-    Knob{"fault_threads", "1", "threads", "userfaultfd reader threads (1-64)"},
+    Knob{"fault_threads", "auto", "threads",
+         "userfaultfd reader threads: auto (one kept on each CPU, at most 8) or 1-64 (placed by the scheduler)"},
     Knob{"fault_around", "2M", "bytes",
          "most a CPU fault brings home at once (power of two, 4K-2M); grows from 4K while faults walk in order"},
     Knob{"migrate_batch", "4M", "bytes", "pages frozen, copied and zapped per step of a migration to the device"},
@@ -150,9 +151,11 @@ Result<RuntimeConfig> RuntimeConfig::parse(std::string_view text, std::string* w
 
     const std::string threads = value_of("fault_threads");
     unsigned n = 0;
-    const auto [ptr, ec] = std::from_chars(threads.data(), threads.data() + threads.size(), n);
-    if (ec != std::errc{} || ptr != threads.data() + threads.size() || n < 1 || n > 64)
-        return bad(why, "UHMM_CONF: fault_threads='" + threads + "': expected a number from 1 to 64");
+    if (threads != "auto") {
+        const auto [ptr, ec] = std::from_chars(threads.data(), threads.data() + threads.size(), n);
+        if (ec != std::errc{} || ptr != threads.data() + threads.size() || n < 1 || n > 64)
+            return bad(why, "UHMM_CONF: fault_threads='" + threads + "': expected auto or a number from 1 to 64");
+    }
     c.fault_threads = n;
 
     const std::string around = value_of("fault_around");
@@ -223,7 +226,7 @@ std::string RuntimeConfig::to_string() const {
     const auto fr = std::to_chars(fraction, fraction + sizeof fraction - 1, policy.chaos_fraction);
     *fr.ptr = '\0';
     return devmem::to_string(arena) + ",engine=" + std::string(migrate::to_string(engine)) +
-           ",fault_threads=" + std::to_string(fault_threads) + ",fault_around=" + devmem::format_size(fault_around) +
+           ",fault_threads=" + (fault_threads ? std::to_string(fault_threads) : std::string("auto")) + ",fault_around=" + devmem::format_size(fault_around) +
            ",migrate_batch=" + devmem::format_size(migrate_batch) + ",policy=" + std::string(uhmm::to_string(policy.kind)) +
            ",chaos_period_ms=" + std::to_string(policy.chaos_period_ms) + ",chaos_fraction=" + fraction +
            ",seed=" + std::to_string(policy.seed) + ",tier_hot=" + devmem::format_size(policy.tier_hot) +

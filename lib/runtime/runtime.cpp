@@ -18,6 +18,7 @@
 #include "policy/tier_policy.hpp"
 #include "runtime/fault_handler.hpp"
 #include "runtime/prefetch_queue.hpp"
+#include "runtime/reader_placement.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "space/proc_maps.hpp"
 #include "base/private_fds.hpp"
@@ -173,7 +174,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     impl->delivery = std::make_unique<InvalidationDelivery>(impl->notifiers);
     impl->handler = std::make_unique<FaultHandler>(*impl);
     impl->monitor = std::make_unique<uffd::Monitor>(*impl->uffd, *impl->handler,
-                                                    uffd::MonitorOptions{.threads = config.fault_threads});
+                                                    place_readers(config.fault_threads));
     if (auto ec = impl->monitor->start()) return fail(why, ec, "fault threads: " + ec.message());
     fork_guard_add(impl.get());
     std::unique_ptr<Runtime> rt(new Runtime(std::move(impl)));
@@ -717,7 +718,8 @@ const RuntimeConfig& Runtime::config() const noexcept { return impl_->config; }
 
 std::string Runtime::describe() const {
     return "arena: " + impl_->arena->describe() + "; engine: " + std::string(impl_->engine->name()) +
-           "; fault_threads=" + std::to_string(impl_->config.fault_threads) +
+           "; fault_threads=" + std::to_string(impl_->monitor->threads()) +
+           (impl_->monitor->pinned() ? " (one on each CPU)" : "") +
            "; fault_around=" + devmem::format_size(impl_->config.fault_around) +
            "; userfaultfd features: " + uffd::feature_names(impl_->uffd->features());
 }

@@ -56,7 +56,7 @@ TEST_CASE("parse of an empty text gives the documented defaults") {
     const RuntimeConfig def{};
     INFO("parsed " << describe(*r) << " vs RuntimeConfig{} " << describe(def));
     CHECK(same(*r, def));
-    CHECK(r->fault_threads == 1u);
+    CHECK(r->fault_threads == 0u);   // auto: one reader kept on each CPU
     CHECK(r->fault_around == (2u << 20));
     CHECK(r->migrate_batch == (4u << 20));
     CHECK(r->engine == migrate::EngineKind::automatic);
@@ -123,6 +123,11 @@ TEST_CASE("parse applies each key") {
     const RuntimeConfig& def = *defr;
     CHECK(d->fault_threads == 2u);
     CHECK(d->fault_around == def.fault_around);
+    // fault_threads=auto is the default, spelled out.
+    auto au = RuntimeConfig::parse("fault_threads=auto");
+    REQUIRE(au.ok());
+    CHECK(au->fault_threads == 0u);
+    CHECK(au->to_string().find("fault_threads=auto") != std::string::npos);
     CHECK(d->migrate_batch == def.migrate_batch);
     CHECK(d->engine == def.engine);
     CHECK(d->arena.size == def.arena.size);
@@ -235,6 +240,7 @@ TEST_CASE("to_string round-trips through parse") {
         "",
         "arena=memfd,arena_size=128M,engine=memcpy,fault_threads=3,fault_around=64K,migrate_batch=1M",
         "fault_threads=8,fault_around=4K",
+        "fault_threads=auto,fault_around=64K",
         "arena_size=2G,engine=uring,migrate_batch=8M",
     };
     for (const char* text : texts) {

@@ -4,8 +4,17 @@
 // migrations, managed (not allocated) memory and several configurations.
 #include <catch2/catch.hpp>
 
-#include <cstdio>
+#include <pthread.h>
+#include <sched.h>
 
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "runtime/reader_placement.hpp"
 #include "runtime_fixture.hpp"
 #include "skip.hpp"
 
@@ -493,4 +502,114 @@ TEST_CASE("a first touch zero-fills a 64 KiB window, and walks in either directi
     CHECK(p[100 * kPage] == std::byte{1});
     CHECK(p[(pages - 1) * kPage] == std::byte{2});
     REQUIRE(!rt->release(p, len));
+}
+
+namespace {
+// The uhmm-fault-* threads of this process, with the CPUs each may run on.
+std::vector<std::set<int>> fault_reader_cpus() {
+    std::vector<std::set<int>> out;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(entry.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name.rfind("uhmm-fault-", 0) != 0) continue;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        const pid_t tid = std::stoi(entry.path().filename().string());
+        if (::sched_getaffinity(tid, sizeof set, &set) != 0) continue;
+        std::set<int> cpus;
+        for (int c = 0; c < CPU_SETSIZE; ++c)
+            if (CPU_ISSET(c, &set)) cpus.insert(c);
+        out.push_back(cpus);
+    }
+    return out;
+}
+
+std::set<int> my_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+    std::set<int> cpus;
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &set)) cpus.insert(c);
+    return cpus;
+}
+
+// Threads, one kept on each CPU, read back device pages written by pattern.
+void touch_from_each_cpu(Runtime& rt, const std::set<int>& cpus) {
+    constexpr std::size_t len = 8 * MiB;
+    auto a = rt.allocate(len);
+    REQUIRE(a.ok());
+    auto* p = static_cast<std::byte*>(*a);
+    fill_pattern(p, len);
+    const auto faults_before = rt.stats().faults;
+    CHECK(migrate_ok(rt, p, len, Target::device).migrated == len / kPage);
+    std::vector<std::thread> threads;
+    std::atomic<std::size_t> bad{0};
+    const std::size_t share = len / cpus.size() / kPage * kPage;
+    std::size_t i = 0;
+    for (int cpu : cpus) {
+        threads.emplace_back([&, cpu, part = i++] {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(cpu, &set);
+            ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+            std::byte* q = p + part * share;
+            // Every other page, so that faults stay single pages.
+            for (std::size_t off = 0; off < share; off += 2 * kPage)
+                if (first_mismatch(q + off, kPage) != kPage) bad.fetch_add(1);
+        });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(bad.load() == 0);
+    CHECK(first_mismatch(p, len) == len);
+    CHECK(rt.stats().faults > faults_before);
+    CHECK(!rt.release(p, len));
+}
+}  // namespace
+
+TEST_CASE("fault readers: by default one kept on each CPU; an explicit count is the scheduler's to place") {
+    const std::set<int> cpus = my_cpus();
+    REQUIRE(fault_reader_cpus().empty());   // no runtime left from another case
+
+    SECTION("auto: one reader per CPU of the process, each pinned to its own") {
+        auto rt = make_runtime("arena=memfd,arena_size=32M");
+        const auto readers = fault_reader_cpus();
+        INFO(rt->describe());
+        if (cpus.size() <= kMaxAutoReaders) {
+            REQUIRE(readers.size() == cpus.size());
+            std::set<int> covered;
+            for (const auto& r : readers) {
+                CHECK(r.size() == 1u);
+                covered.insert(r.begin(), r.end());
+            }
+            CHECK(covered == cpus);
+            CHECK(rt->describe().find("(one on each CPU)") != std::string::npos);
+        } else {
+            CHECK(readers.size() == kMaxAutoReaders);
+        }
+        touch_from_each_cpu(*rt, cpus);
+    }
+    SECTION("auto in a process kept on one CPU: one reader, on that CPU") {
+        cpu_set_t one, saved;
+        REQUIRE(::sched_getaffinity(0, sizeof saved, &saved) == 0);
+        CPU_ZERO(&one);
+        CPU_SET(*cpus.rbegin(), &one);
+        REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
+        auto rt = make_runtime("arena=memfd,arena_size=32M,fault_threads=auto");
+        REQUIRE(::sched_setaffinity(0, sizeof saved, &saved) == 0);
+        const auto readers = fault_reader_cpus();
+        REQUIRE(readers.size() == 1u);
+        CHECK(readers[0] == std::set<int>{*cpus.rbegin()});
+        touch_from_each_cpu(*rt, cpus);
+    }
+    SECTION("fault_threads=3: three readers, none pinned") {
+        auto rt = make_runtime("arena=memfd,arena_size=32M,fault_threads=3");
+        const auto readers = fault_reader_cpus();
+        REQUIRE(readers.size() == 3u);
+        for (const auto& r : readers) CHECK(r == cpus);
+        CHECK(rt->describe().find("fault_threads=3;") != std::string::npos);
+        touch_from_each_cpu(*rt, cpus);
+    }
+    CHECK(fault_reader_cpus().empty());   // stopped with their runtime
 }
