@@ -6,7 +6,9 @@
 //
 // Host memory belongs to the application and may be unmapped under us; a
 // plain memcpy from a vanished page would kill the process, where io_uring
-// would have answered EFAULT. So the worker reaches host memory with
+// would have answered EFAULT. So the worker reaches host memory by guarded
+// memcpy (guarded_copy.hpp: a fault in the copy is caught and is EFAULT)
+// wherever the process leaves SIGSEGV/SIGBUS to us, and otherwise with
 // process_vm_readv / process_vm_writev on its own pid: the kernel does the
 // copy (on our own mm, no permission check) and reports a bad address as a
 // short count. Up to kIovMax ops go in one call, so the syscall cost is paid
@@ -31,6 +33,7 @@
 
 #include "base/internal_thread.hpp"
 #include "base/log.hpp"
+#include "migrate/guarded_copy.hpp"
 #include "migrate/memcpy_engine.hpp"
 
 namespace uhmm::migrate::detail {
@@ -91,6 +94,9 @@ void CpuWorker::enqueue(std::shared_ptr<FenceState> fence, Direction dir, std::v
 }
 
 void CpuWorker::run() {
+    // A guarded copy needs the fault signals deliverable in this thread
+    // (internal threads start with every signal blocked).
+    FaultsUnblocked faults;
     for (;;) {
         Job job;
         {
@@ -100,7 +106,8 @@ void CpuWorker::run() {
             job = std::move(jobs_.front());
             jobs_.pop_front();
         }
-        if (checked_) copy_checked(job);
+        if (guarded_copy_ready()) copy_guarded(job);
+        else if (checked_) copy_checked(job);
         else copy_unchecked(job);
     }
 }
@@ -109,6 +116,22 @@ void CpuWorker::copy_unchecked(const Job& job) {
     for (const auto& it : job.items) {
         cpu_copy(base_, job.dir, it.op);
         job.fence->complete(it.index, it.op.len, {});
+    }
+}
+
+bool CpuWorker::checked() const noexcept { return checked_ || guarded_copy_ready(); }
+
+void CpuWorker::copy_guarded(const Job& job) {
+    for (const auto& it : job.items) {
+        std::byte* arena = base_ + it.op.arena_offset;
+        if (runtime_owned(it.op)) {
+            cpu_copy(base_, job.dir, it.op);
+            job.fence->complete(it.index, it.op.len, {});
+            continue;
+        }
+        const auto o = job.dir == Direction::to_device ? guarded_copy(arena, it.op.host, it.op.len, it.op.host)
+                                                       : guarded_copy(it.op.host, arena, it.op.len, it.op.host);
+        job.fence->complete(it.index, static_cast<std::uint32_t>(o.bytes), o.error ? errno_code(o.error) : std::error_code{});
     }
 }
 

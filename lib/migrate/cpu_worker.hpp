@@ -36,9 +36,10 @@ public:
 
     void enqueue(std::shared_ptr<FenceState> fence, Direction dir, std::vector<Item> items);
 
-    // Whether host memory is reached through process_vm_readv/writev (a bad
-    // host address is EFAULT) rather than memcpy (a bad address crashes).
-    bool checked() const noexcept { return checked_; }
+    // Whether a bad host address is EFAULT rather than a crash: host memory is
+    // reached by guarded memcpy where the process lets us catch its faults
+    // (guarded_copy.hpp), else through process_vm_readv/writev.
+    bool checked() const noexcept;
 
 private:
     struct Job {
@@ -47,7 +48,8 @@ private:
         std::vector<Item> items;
     };
     void run();
-    void copy_checked(const Job& job);
+    void copy_guarded(const Job& job);   // memcpy that answers EFAULT (guarded_copy.hpp)
+    void copy_checked(const Job& job);   // process_vm_readv/writev
     void copy_unchecked(const Job& job);
 
     bool runtime_owned(const CopyOp& op) const noexcept;

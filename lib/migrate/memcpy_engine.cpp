@@ -3,14 +3,18 @@
 // against.
 //
 // It copies in submit() and returns a signalled fence, so the fence model is
-// the same as the asynchronous engines' and callers need no special case. It
-// cannot report EFAULT: a host range that is not mapped crashes the process,
-// as memcpy would.
+// the same as the asynchronous engines' and callers need no special case.
+// Copies are guarded (guarded_copy.hpp) where the process lets us catch its
+// faults: a host range unmapped under the copy is EFAULT for its op. Where it
+// does not (the program has its own SIGSEGV handler), a host range that is
+// not mapped crashes the process, as memcpy would.
 #include "migrate/memcpy_engine.hpp"
 
 #include <cstring>
+#include <optional>
 
 #include "migrate/fence_state.hpp"
+#include "migrate/guarded_copy.hpp"
 
 namespace uhmm::migrate::detail {
 
@@ -37,13 +41,24 @@ public:
 
     Fence submit(Direction dir, std::span<const CopyOp> ops) override {
         auto fence = make_fence_state(ops.size());
+        const bool guarded = guarded_copy_ready();
+        std::optional<FaultsUnblocked> faults;
+        if (guarded) faults.emplace();
         for (std::size_t i = 0; i < ops.size(); ++i) {
-            if (auto ec = check(ops[i])) {
+            const CopyOp& op = ops[i];
+            if (auto ec = check(op)) {
                 fence->complete(i, 0, ec);
                 continue;
             }
-            cpu_copy(view_.base, dir, ops[i]);
-            fence->complete(i, ops[i].len, {});
+            if (!guarded || staging_.slot_of(op.host, op.len)) {
+                cpu_copy(view_.base, dir, op);
+                fence->complete(i, op.len, {});
+                continue;
+            }
+            std::byte* arena = view_.base + op.arena_offset;
+            const auto o = dir == Direction::to_device ? guarded_copy(arena, op.host, op.len, op.host)
+                                                       : guarded_copy(op.host, arena, op.len, op.host);
+            fence->complete(i, static_cast<std::uint32_t>(o.bytes), o.error ? errno_code(o.error) : std::error_code{});
         }
         return Fence(std::move(fence));
     }

@@ -44,6 +44,14 @@
 // EFAULT is an answer where a SIGSEGV is not (see cpu_worker.cpp). Device →
 // host from hugetlb stays an io_uring READ, which works there (≈12-15 GB/s).
 //
+// Host → device for a shmem arena goes the same way, by guarded memcpy
+// (guarded_copy.hpp), whenever the process lets us catch its faults: on the
+// machines measured that is 2-2.5x io_uring WRITE (bench_runtime_migrate,
+// memfd vs memfd+memcpy), and the worker keeps the copy asynchronous, so
+// it overlaps the next batch's freeze and the last one's zap. Where guarded
+// copies are not available, io_uring WRITE stays the path (its EFAULT is
+// free; process_vm_writev is no faster here).
+//
 // options.cpu_worker sends every op down that CPU path, for any file arena.
 // On the machine uhmm was measured on (2-vCPU VM), io_uring's kernel copy
 // into and out of a shmem file runs at 0.25-0.5x memcpy for 2 MiB ops
@@ -71,6 +79,7 @@
 #include "base/log.hpp"
 #include "migrate/cpu_worker.hpp"
 #include "migrate/fence_state.hpp"
+#include "migrate/guarded_copy.hpp"
 #include "base/private_fds.hpp"
 
 namespace uhmm::migrate::detail {
@@ -157,7 +166,11 @@ private:
     bool cpu_all_ = false;             // every op goes to cpu_ (options.cpu_worker)
     bool fixed_buffers_ = false;
     AnonRegion region_;
-    std::unique_ptr<CpuWorker> cpu_;   // the CPU path: hugetlb writes, or all ops (cpu_all_)
+    // The CPU path: hugetlb writes, guarded host → arena copies, or all ops
+    // (cpu_all_). Made on first use: most runtimes never migrate.
+    CpuWorker& cpu();
+    std::once_flag cpu_once_;
+    std::unique_ptr<CpuWorker> cpu_;
 
     std::mutex mu_;                    // the SQ side: pending_, slots_, free_, broken_
     std::condition_variable idle_cv_;
@@ -196,8 +209,6 @@ std::error_code UringEngine::init(const EngineOptions& options) {
 
     slots_.resize(options.queue_depth);
     for (std::size_t i = slots_.size(); i-- > 0;) free_.push_back(static_cast<std::uint32_t>(i));
-    if (view_.kind == devmem::ArenaKind::hugetlb || cpu_all_)
-        cpu_ = std::make_unique<CpuWorker>(view_.base, region_.bytes());
     completer_ = base::start_internal_thread("uhmm-copy-cq", [this] { complete_loop(); });
     return {};
 }
@@ -297,11 +308,17 @@ void UringEngine::fail_unsubmitted(int err, std::vector<Outcome>& failed) {
     pending_.clear();
 }
 
+CpuWorker& UringEngine::cpu() {
+    std::call_once(cpu_once_, [&] { cpu_ = std::make_unique<CpuWorker>(view_.base, region_.bytes()); });
+    return *cpu_;
+}
+
 Fence UringEngine::submit(Direction dir, std::span<const CopyOp> ops) {
     auto fence = make_fence_state(ops.size());
     std::vector<CpuWorker::Item> cpu_items;
     std::vector<Outcome> failed;
-    const bool by_cpu = cpu_ && (cpu_all_ || dir == Direction::to_device);
+    const bool by_cpu = cpu_all_ || (dir == Direction::to_device &&
+                                     (view_.kind == devmem::ArenaKind::hugetlb || guarded_copy_ready()));
     {
         std::unique_lock lk(mu_, std::defer_lock);
         if (!by_cpu) lk.lock();
@@ -317,7 +334,7 @@ Fence UringEngine::submit(Direction dir, std::span<const CopyOp> ops) {
         }
         if (!by_cpu) pump(failed);
     }
-    if (!cpu_items.empty()) cpu_->enqueue(fence, dir, std::move(cpu_items));
+    if (!cpu_items.empty()) cpu().enqueue(fence, dir, std::move(cpu_items));
     for (auto& f : failed) f.fence->complete(f.index, f.bytes, f.error);
     return Fence(std::move(fence));
 }
