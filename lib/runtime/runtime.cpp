@@ -141,7 +141,13 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config, st
     if (!arena) return fail(why, arena.error(), "arena: " + arena_why);
     impl->arena = std::move(*arena);
 
-    auto engine = migrate::make_copy_engine(config.engine, impl->arena->view());
+    // Staging buffers serve only arenas the runtime cannot map (GPU memory:
+    // pages come home through them). Elsewhere they would be 8 MiB faulted
+    // in and pinned at every start, for nothing: a few ms of each
+    // preloaded exec.
+    migrate::EngineOptions engine_options;
+    if (impl->arena->view().base != nullptr) engine_options.staging_slots = 0;
+    auto engine = migrate::make_copy_engine(config.engine, impl->arena->view(), engine_options);
     if (!engine) return fail(why, engine.error(), "engine: " + engine.error().message());
     impl->engine = std::move(*engine);
 
