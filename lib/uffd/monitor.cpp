@@ -19,8 +19,8 @@
 //   another reader could serve that touch from state the event invalidates.
 // - Readers may be kept one on each CPU (MonitorOptions::cpus): a fault is
 //   then usually served on the CPU that took it, with no cross-CPU wake-up.
-//   A reader that finds another reading goes back to ppoll instead of
-//   queueing on the lock (see reader_loop).
+//   A reader that finds another reading spins briefly for the lock before
+//   sleeping on it (see reader_loop).
 // - The readers block every signal (the application's handlers must not run on
 //   them), take no lock an application thread can hold, and touch no
 //   registered memory: the message buffer and parked list are their own.
@@ -57,6 +57,18 @@ constexpr unsigned kMaxReadsPerWake = 4;
 // holding malloc's locks, so parking must not allocate. One entry per thread
 // blocked in a fault; beyond this the vector grows (and could then block).
 constexpr std::size_t kParkedReserve = 4096;
+
+// Tries of the read lock before sleeping on it (see reader_loop): about ten
+// microseconds of pause instructions.
+constexpr unsigned kReadLockSpins = 512;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
 
 template <class... F> struct Overloaded : F... { using F::operator()...; };
 template <class... F> Overloaded(F...) -> Overloaded<F...>;
@@ -169,23 +181,23 @@ void Monitor::reader_loop(unsigned index, std::latch& ready) noexcept {
         }
 
         events.clear();
-        // Every reader wakes for each message (they poll one descriptor). One
-        // that finds another reading leaves the batch to it rather than queue
-        // behind it: that reader drains what is pending, and a message that
-        // arrives after its last read makes the descriptor readable again,
-        // so the next ppoll returns at once. Waiting on the lock instead
-        // costs the reader that holds it a futex wake on its way out, on the
-        // faulting thread's critical path: with a reader on each CPU, random
-        // device-page touches took 1.0-1.13x the raw round trip that way and
-        // 0.85x this way (bench_runtime_touch parts=random, 2-core VM).
+        // Every reader wakes for each message (they poll one descriptor), and
+        // one of them takes the read lock. The others wait for it by spinning
+        // a little first: the holder is between its ppoll and its read, a few
+        // microseconds, and a waiter asleep on the lock would cost the holder
+        // a futex wake on its way out, on the faulting thread's critical path
+        // (with a reader on each CPU, random device-page touches took
+        // 1.0-1.13x the raw round trip that way, 0.85x with the spin;
+        // bench_runtime_touch parts=random, 2-core VM). Only a little: a
+        // holder preempted by the program's threads must not be waited for
+        // by burning a CPU (going back to ppoll, which returns at once while
+        // the message is unread, did exactly that under load).
         std::unique_lock order(read_lock_, std::try_to_lock);
-        if (!order.owns_lock()) {
-            // Let the holder run if it shares this CPU (it has been preempted
-            // between its ppoll and its read).
-            ::sched_yield();
-            if (parked_count_.load(std::memory_order_acquire) > 0) redrive_parked(redrive);
-            continue;
+        for (unsigned spin = 0; !order.owns_lock() && spin < kReadLockSpins; ++spin) {
+            cpu_relax();
+            (void)order.try_lock();
         }
+        if (!order.owns_lock()) order.lock();
         for (unsigned r = 0; r < kMaxReadsPerWake; ++r) {
             const ssize_t n = ::read(uffd_.fd(), buf.data(), buf.size() * sizeof(uffd_msg));
             if (n <= 0) {

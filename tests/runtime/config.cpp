@@ -56,7 +56,7 @@ TEST_CASE("parse of an empty text gives the documented defaults") {
     const RuntimeConfig def{};
     INFO("parsed " << describe(*r) << " vs RuntimeConfig{} " << describe(def));
     CHECK(same(*r, def));
-    CHECK(r->fault_threads == 0u);   // auto: one reader kept on each CPU
+    CHECK(r->fault_threads == 1u);
     CHECK(r->fault_around == (2u << 20));
     CHECK(r->migrate_batch == (4u << 20));
     CHECK(r->engine == migrate::EngineKind::automatic);

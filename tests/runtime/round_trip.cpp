@@ -568,12 +568,12 @@ void touch_from_each_cpu(Runtime& rt, const std::set<int>& cpus) {
 }
 }  // namespace
 
-TEST_CASE("fault readers: by default one kept on each CPU; an explicit count is the scheduler's to place") {
+TEST_CASE("fault readers: auto keeps one on each CPU; an explicit count is the scheduler's to place") {
     const std::set<int> cpus = my_cpus();
     REQUIRE(fault_reader_cpus().empty());   // no runtime left from another case
 
     SECTION("auto: one reader per CPU of the process, each pinned to its own") {
-        auto rt = make_runtime("arena=memfd,arena_size=32M");
+        auto rt = make_runtime("arena=memfd,arena_size=32M,fault_threads=auto");
         const auto readers = fault_reader_cpus();
         INFO(rt->describe());
         if (cpus.size() <= kMaxAutoReaders) {
