@@ -20,8 +20,8 @@
 #include <string>
 #include <system_error>
 #include <thread>
-#include <vector>
 #include <variant>
+#include <vector>
 
 #include <uhmm/fd.hpp>
 #include <uhmm/result.hpp>

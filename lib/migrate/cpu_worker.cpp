@@ -119,19 +119,14 @@ void CpuWorker::copy_unchecked(const Job& job) {
     }
 }
 
-bool CpuWorker::checked() const noexcept { return checked_ || guarded_copy_ready(); }
-
 void CpuWorker::copy_guarded(const Job& job) {
     for (const auto& it : job.items) {
-        std::byte* arena = base_ + it.op.arena_offset;
         if (runtime_owned(it.op)) {
             cpu_copy(base_, job.dir, it.op);
             job.fence->complete(it.index, it.op.len, {});
             continue;
         }
-        const auto o = job.dir == Direction::to_device ? guarded_copy(arena, it.op.host, it.op.len, it.op.host)
-                                                       : guarded_copy(it.op.host, arena, it.op.len, it.op.host);
-        job.fence->complete(it.index, static_cast<std::uint32_t>(o.bytes), o.error ? errno_code(o.error) : std::error_code{});
+        complete_guarded(*job.fence, it.index, cpu_copy_guarded(base_, job.dir, it.op));
     }
 }
 

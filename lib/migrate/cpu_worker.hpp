@@ -36,11 +36,6 @@ public:
 
     void enqueue(std::shared_ptr<FenceState> fence, Direction dir, std::vector<Item> items);
 
-    // Whether a bad host address is EFAULT rather than a crash: host memory is
-    // reached by guarded memcpy where the process lets us catch its faults
-    // (guarded_copy.hpp), else through process_vm_readv/writev.
-    bool checked() const noexcept;
-
 private:
     struct Job {
         std::shared_ptr<FenceState> fence;

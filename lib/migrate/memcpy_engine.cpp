@@ -26,6 +26,16 @@ void cpu_copy(std::byte* arena_base, Direction dir, const CopyOp& op) noexcept {
         std::memcpy(op.host, arena, op.len);
 }
 
+GuardedOutcome cpu_copy_guarded(std::byte* arena_base, Direction dir, const CopyOp& op) noexcept {
+    std::byte* arena = arena_base + op.arena_offset;
+    return dir == Direction::to_device ? guarded_copy(arena, op.host, op.len, op.host)
+                                       : guarded_copy(op.host, arena, op.len, op.host);
+}
+
+void complete_guarded(FenceState& fence, std::size_t index, const GuardedOutcome& o) noexcept {
+    fence.complete(index, static_cast<std::uint32_t>(o.bytes), o.error ? errno_code(o.error) : std::error_code{});
+}
+
 namespace {
 
 class MemcpyEngine final : public EngineBase {
@@ -55,10 +65,7 @@ public:
                 fence->complete(i, op.len, {});
                 continue;
             }
-            std::byte* arena = view_.base + op.arena_offset;
-            const auto o = dir == Direction::to_device ? guarded_copy(arena, op.host, op.len, op.host)
-                                                       : guarded_copy(op.host, arena, op.len, op.host);
-            fence->complete(i, static_cast<std::uint32_t>(o.bytes), o.error ? errno_code(o.error) : std::error_code{});
+            complete_guarded(*fence, i, cpu_copy_guarded(view_.base, dir, op));
         }
         return Fence(std::move(fence));
     }
