@@ -137,10 +137,36 @@ public:
     void remove(Notifier& n);
 
     enum class Outcome : std::uint8_t { done, would_block };
-    // Tell every notifier overlapping [inv.start, inv.end), in address order.
+    // Tell every notifier overlapping [inv.start, inv.end), in address order,
+    // for a change already made (an unmap, an mprotect).
     // would_block: a callback refused a non-blockable invalidation; the ones
     // before it ran, the rest were not called (as the kernel does).
     Outcome invalidate(const Invalidation& inv);
+
+    // An invalidation held open over the change it announces, as the
+    // kernel's invalidate_range_start .. invalidate_range_end: the callbacks
+    // run at start, and until the window ends the notifiers stay invalidating
+    // (read_begin() waits, read_retry() fails), so a device cannot look up
+    // and map a page the change is still moving. Ends when destroyed.
+    class Window {
+    public:
+        Window() = default;
+        ~Window() { end(); }
+        Window(const Window&) = delete;
+        Window& operator=(const Window&) = delete;
+        void end() noexcept;
+
+    private:
+        friend class NotifierRegistry;
+        const NotifierRegistry* registry_ = nullptr;
+        std::shared_lock<std::shared_mutex> lock_;   // insert() and remove() wait for the end
+        std::uintptr_t start_ = 0, end_ = 0;
+        std::size_t begun_ = 0;                       // notifiers, in address order, still invalidating
+    };
+    // Start `window` (ending the one it held): would_block ends it at once,
+    // as invalidate() would have left things. Callbacks must not start or
+    // wait for windows; the window's holder must not call read_begin().
+    Outcome start(const Invalidation& inv, Window& window);
 
     std::size_t size() const;
     // No notifier at all: lock-free, for callers that may not wait (the

@@ -102,14 +102,22 @@ void NotifierRegistry::for_each_overlapping(std::uintptr_t start, std::uintptr_t
 }
 
 NotifierRegistry::Outcome NotifierRegistry::invalidate(const Invalidation& inv) {
-    std::shared_lock lock(lock_);
+    Window window;
+    return start(inv, window);   // ends here: the change was made before
+}
+
+NotifierRegistry::Outcome NotifierRegistry::start(const Invalidation& inv, Window& window) {
+    window.end();
+    window.lock_ = std::shared_lock(lock_);
+    window.registry_ = this;
+    window.start_ = inv.start;
+    window.end_ = inv.end;
     Outcome out = Outcome::done;
     for_each_overlapping(inv.start, inv.end, [&](Notifier& n) {
         const std::uint64_t seq = next_seq_.fetch_add(2, std::memory_order_relaxed);
         n.begin_invalidation(seq);
-        const bool ok = n.invalidate(inv, seq);
-        n.end_invalidation();
-        if (ok) return true;
+        ++window.begun_;
+        if (n.invalidate(inv, seq)) return true;
         if (inv.blockable) {
             // The contract allows "would block" only when the caller cannot
             // wait; treat it as done, and say so once.
@@ -122,7 +130,23 @@ NotifierRegistry::Outcome NotifierRegistry::invalidate(const Invalidation& inv) 
         out = Outcome::would_block;
         return false;
     });
+    if (out == Outcome::would_block) window.end();
     return out;
+}
+
+void NotifierRegistry::Window::end() noexcept {
+    if (!registry_) return;
+    // The registry cannot have changed: the shared lock kept insert and
+    // remove out, so the same walk meets the same notifiers.
+    std::size_t left = begun_;
+    if (left)
+        registry_->for_each_overlapping(start_, end_, [&](Notifier& n) {
+            n.end_invalidation();
+            return --left != 0;
+        });
+    begun_ = 0;
+    registry_ = nullptr;
+    lock_ = {};
 }
 
 std::size_t NotifierRegistry::size() const {

@@ -416,10 +416,14 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
         at = stop;
     }
     // Mirrors first (migrate_vma_setup's MMU_NOTIFY_MIGRATE): the device
-    // that asked passes itself as owner and skips its own.
+    // that asked passes itself as owner and skips its own. The window stays
+    // open until the pages have moved: a device looking them up meanwhile
+    // waits (read_begin) or starts again (read_retry), as under the kernel's
+    // invalidate_range_start .. _end, rather than map a page in flight.
     const mirror::Invalidation inv{start, start + len, mirror::Event::migrate, options.blockable, owner};
+    mirror::NotifierRegistry::Window window;
     for (std::size_t attempt = 0;; ++attempt) {
-        if (impl_->notifiers.invalidate(inv) == mirror::NotifierRegistry::Outcome::done) break;
+        if (impl_->notifiers.start(inv, window) == mirror::NotifierRegistry::Outcome::done) break;
         if (attempt == std::size(kNonBlockableBackoff)) {
             MigrateResult refused;
             for (const auto& piece : pieces) refused.requested += piece.count;
@@ -439,6 +443,7 @@ Result<MigrateResult> Runtime::migrate(void* addr, std::size_t len, Target to, c
         if (to == Target::device) impl_->migration->to_device(*piece.range, piece.first, piece.count, result, who);
         else impl_->migration->to_host(*piece.range, piece.first, piece.count, result);
     }
+    window.end();
     migrations.unlock();
     // Devices advised accessed_by map the pages where they are now (not
     // from a background policy: a device's lock may be busy).

@@ -184,6 +184,46 @@ TEST_CASE("read_begin waits while a callback runs; remove waits for it too") {
     CHECK(!n.inserted());
 }
 
+TEST_CASE("a window keeps its notifiers invalidating until it ends; a refused one ends at once") {
+    NotifierRegistry reg;
+    Recorder in, out, refuses;
+    REQUIRE(!reg.insert(in, kBase, 2 * kPage));
+    REQUIRE(!reg.insert(out, kBase + 4 * kPage, kPage));
+    const std::uint64_t in_seq = in.read_begin(), out_seq = out.read_begin();
+    {
+        NotifierRegistry::Window w;
+        REQUIRE(reg.start(inv(kBase, kBase + 2 * kPage, Event::migrate), w) == NotifierRegistry::Outcome::done);
+        CHECK(in.count() == 1);   // the callback ran at the start
+        CHECK(in.read_retry(in_seq));
+        CHECK(!out.read_retry(out_seq));   // not overlapped: untouched
+        std::atomic<bool> begun{false};
+        std::thread reader([&] {
+            (void)in.read_begin();
+            begun = true;
+        });
+        std::this_thread::sleep_for(50ms);
+        CHECK(!begun.load());   // the change is still being made
+        w.end();
+        reader.join();
+        CHECK(begun.load());
+        w.end();   // twice is harmless
+    }
+    const std::uint64_t settled = in.read_begin();
+    CHECK(settled % 2 == 0);
+    CHECK(!in.read_retry(settled));
+
+    // A refusal ends the window: nothing is left invalidating.
+    REQUIRE(!reg.insert(refuses, kBase + 2 * kPage, kPage));
+    refuses.busy = true;
+    NotifierRegistry::Window w;
+    CHECK(reg.start(inv(kBase, kBase + 3 * kPage, Event::migrate, false), w) ==
+          NotifierRegistry::Outcome::would_block);
+    const std::uint64_t after = in.read_begin();   // returns at once
+    CHECK(after % 2 == 0);
+    reg.remove(refuses);   // would wait forever on a window left open
+    for (auto* n : {&in, &out}) reg.remove(*n);
+}
+
 TEST_CASE("a non-blockable invalidation may be refused; later notifiers are not called; a retry succeeds") {
     NotifierRegistry reg;
     Recorder first, refuses, after;

@@ -33,6 +33,7 @@ struct Table : mirror::DeviceMapper, mirror::Notifier {
     std::size_t fail_at = ~std::size_t{0};   // map_page of this index fails (EIO)
     std::size_t maps = 0, unmaps = 0;
     std::uintptr_t base = 0;
+    std::atomic<std::size_t> invalidations{0};
 
     Table(Runtime& r, std::size_t pages) : rt(r), words(pages, 0) {}
     std::error_code map_page(std::size_t i, std::uint64_t w) override {
@@ -50,6 +51,7 @@ struct Table : mirror::DeviceMapper, mirror::Notifier {
         // Entries only: range_unmap drops range_map's page references.
         for (std::uintptr_t a = std::max(inv.start, start()); a < std::min(inv.end, end()); a += kPage)
             words[(a - base) / kPage] = 0;
+        invalidations.fetch_add(1);
         return true;
     }
     std::size_t mapped() {
@@ -183,6 +185,31 @@ TEST_CASE("range_map under concurrent migrations and drops: every mapping it lea
     CHECK(first_mismatch(p, len) == len);
     REQUIRE(rt->migrate(p, len, Target::host).ok());
     CHECK(eventually([&] { return rt->stats().arena.used_pages == 0; }));
+}
+
+TEST_CASE("a migration's invalidation lasts until its pages have moved: a device looking them up waits for it",
+          "[concurrency]") {
+    // 32 MiB: moving them home takes milliseconds after the callback ran.
+    Setup s("arena=memfd,arena_size=64M", 8192);
+    auto& rt = s.rt;
+    auto& t = *s.t;
+    REQUIRE(rt->migrate(s.p, s.len, Target::device, &t).ok());
+    const std::size_t before = t.invalidations.load();
+    const std::uint64_t seq = t.read_begin();
+    std::thread mover([&] { CHECK(rt->migrate(s.p, s.len, Target::host).ok()); });
+    while (t.invalidations.load() == before) std::this_thread::yield();
+    // The callback ran; the pages may still be moving. A device that looks
+    // now must not see them where they were.
+    CHECK(t.read_retry(seq));
+    (void)t.read_begin();
+    std::size_t still_device = 0;
+    for (std::size_t i = 0; i < s.pages; ++i) {
+        auto st = rt->state(s.p + i * kPage);
+        still_device += !st.ok() || *st != PageState::host;
+    }
+    mover.join();
+    CHECK(still_device == 0);
+    CHECK(first_mismatch(s.p, s.len) == s.len);
 }
 
 TEST_CASE("device copies by address: they reach the page while it is there, ESTALE once a CPU fault took it home") {
