@@ -3,8 +3,11 @@
 // touches bring pages home and the data never changes.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <random>
 #include <thread>
+#include <vector>
 
 #include "runtime_fixture.hpp"
 #include "skip.hpp"
@@ -102,4 +105,63 @@ TEST_CASE("policy=tier keeps pages that keep being written on the host (watched 
     CHECK(first_nonzero(cp, cold_len) == cold_len);
     REQUIRE(!rt->release(hp, hot * kPage));
     REQUIRE(!rt->release(cp, cold_len));
+}
+
+TEST_CASE("policy=tier under two threads sweeping, rewriting and reading at random: every page keeps its data",
+          "[concurrency]") {
+    // Sort's pattern at a small scale: passes over the whole buffer that
+    // rewrite it, and random reads in between, with a budget of an eighth,
+    // so that chunks keep leaving and coming back while both threads touch
+    // them. Each page carries (its index, its version) in every word; each
+    // thread owns half the pages and is the only one to rewrite them.
+    auto rt = make_runtime("arena=memfd,arena_size=64M,policy=tier,tier_hot=2M");
+    constexpr std::size_t pages = 4096, words = kPage / 8;
+    auto a = rt->allocate(pages * kPage);
+    REQUIRE(a.ok());
+    auto* mem = static_cast<std::uint64_t*>(*a);
+    auto value = [](std::size_t page, std::uint64_t version) { return (std::uint64_t{page} << 32) | version; };
+    std::vector<std::uint64_t> version(pages, 1);
+    for (std::size_t p = 0; p < pages; ++p)
+        for (std::size_t w = 0; w < words; ++w) mem[p * words + w] = value(p, 1);
+    std::atomic<std::size_t> bad{0}, first_bad{~std::size_t{0}};
+    std::atomic<bool> stop{false};
+    auto check = [&](std::size_t p, std::uint64_t expect) {
+        for (std::size_t w = 0; w < words; w += 97)
+            if (mem[p * words + w] != expect) {
+                std::size_t none = ~std::size_t{0};
+                first_bad.compare_exchange_strong(none, p);
+                ++bad;
+                return;
+            }
+    };
+    auto worker = [&](std::size_t half) {
+        std::mt19937_64 rng(half + 7);
+        const std::size_t lo = half * pages / 2, hi = lo + pages / 2;
+        while (!stop.load()) {
+            // A sweep over its own half: check, then rewrite.
+            for (std::size_t p = lo; p < hi; ++p) {
+                check(p, value(p, version[p]));
+                ++version[p];
+                for (std::size_t w = 0; w < words; ++w) mem[p * words + w] = value(p, version[p]);
+            }
+            // Random reads of its own pages.
+            for (int k = 0; k < 2000; ++k) {
+                const std::size_t p = lo + rng() % (hi - lo);
+                check(p, value(p, version[p]));
+            }
+        }
+    };
+    std::thread t0(worker, 0), t1(worker, 1);
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+    stop = true;
+    t0.join();
+    t1.join();
+    const auto st = rt->stats();
+    INFO("first bad page " << first_bad.load() << ", device faults " << st.device_faults << ", pages to device "
+                           << st.pages_to_device);
+    CHECK(st.device_faults > 0);
+    CHECK(bad.load() == 0);
+    for (std::size_t p = 0; p < pages; ++p) check(p, value(p, version[p]));
+    CHECK(bad.load() == 0);
+    REQUIRE(!rt->release(mem, pages * kPage));
 }
