@@ -95,7 +95,10 @@ TEST_CASE("with no UHMM_CONF a program prints nothing of uhmm, sees its own fds 
         "print(sorted(os.listdir('/proc/self/fd')))\n"
         "fd = os.open('/dev/null', os.O_RDONLY); print('first open', fd)\n"
         "b = bytearray(32 << 20); b[::4096] = b'x' * (len(b) // 4096); print(b.count(b'x'))\n"
-        "print(open('" + kPool + "/free_hugepages').read().strip())\n";
+        "print(open('" + kPool + "/free_hugepages').read().strip())\n"
+        // CUDA is loaded only when a cuda:N arena is asked for, even in a
+        // build with CUDA: natively no process maps libcudart or libcuda.
+        "print('cuda mapped', any('libcuda' in l for l in open('/proc/self/maps')))\n";
     const std::string script = s.tmp.file("probe.py");
     {
         std::ofstream(script) << probe;
